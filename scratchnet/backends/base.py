@@ -1,0 +1,172 @@
+"""The backend contract: the few things a device must do to run scratchnet.
+
+A backend owns arrays on one device and the kernels a fully connected layer
+needs.  The network code (``scratchnet/layers.py``, ``scratchnet/network.py``,
+``scratchnet/sgd.py``) is written once against this class; the torch backend
+(CPU, CUDA, any torch device) and the OpenCL plugin (``opencl_ext``) implement
+it.  This mirrors Neanderthal's factories: swap the factory, keep the code.
+
+Layout
+------
+Inside the engine **samples are columns**, as in the series: an activation
+matrix has shape ``(features, n)``, a weight matrix ``(out, in)`` and a bias
+``(out,)``.  Every array the network hands a kernel is contiguous (row-major)
+in the backend's dtype; the public API (rows are samples) transposes once, at
+the edge.
+
+Parameters live in one flat buffer per network (``[W_0 | W_1 | ... | b_0 |
+b_1 | ...]``) and each layer's ``weights``/``bias`` is a view into it, so an
+optimizer, a checkpoint or an all-reduce touches one array.  Gradients use the
+same layout in a second flat buffer.
+
+Ownership and release
+---------------------
+``release(array)`` frees what ``zeros``/``from_host`` allocated; views are
+released with their base.  ``close()`` frees everything the backend itself
+holds (compiled programs, queues).  Releasing twice is harmless.
+
+Every kernel writes only into the arguments named ``out``/``z``/``a``/``g``/
+``dw``/``db`` (documented per method) and may assume its inputs are valid:
+the core validates user input before any kernel runs.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Activation names every backend must implement (forward and derivative).
+ACTIVATIONS = ("sigmoid", "tanh", "linear", "relu")
+
+
+class Backend(abc.ABC):
+    """One device, one dtype: allocation, copies, and the layer kernels.
+
+    Subclasses set :attr:`name` (the backend family, e.g. ``"torch"``),
+    :attr:`device` (the canonical device string, e.g. ``"cuda:0"``) and
+    :attr:`dtype` (a floating ``torch.dtype``, the dtype vocabulary shared by
+    all backends).
+    """
+
+    name: str
+    device: str
+    dtype: torch.dtype
+
+    # ------------------------------------------------------------ discovery
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, device: str, dtype: torch.dtype) -> "Backend":
+        """Return a backend for ``device`` (a full device string such as
+        ``"cuda:1"`` or ``"opencl:0:0"``).  Raise ``ValueError`` naming the
+        device and what is wrong when it is not usable."""
+
+    @classmethod
+    @abc.abstractmethod
+    def available_devices(cls, prefix: str) -> list[str]:
+        """Device strings of this family usable right now (may be empty)."""
+
+    @classmethod
+    def unavailable_reason(cls, prefix: str) -> str | None:
+        """``None`` when at least one ``prefix`` device works, else why not
+        (shown in errors and in pytest skip reasons)."""
+        return None if cls.available_devices(prefix) else f"no {prefix} device"
+
+    @classmethod
+    @abc.abstractmethod
+    def owns(cls, array: Any) -> bool:
+        """True when ``array`` is this backend's array type."""
+
+    @classmethod
+    @abc.abstractmethod
+    def for_array(cls, array: Any) -> "Backend":
+        """A backend instance for the device and dtype ``array`` lives on
+        (used by :func:`scratchnet.to_numpy` and :func:`scratchnet.amax`)."""
+
+    # ---------------------------------------------------------------- memory
+    @abc.abstractmethod
+    def zeros(self, shape: tuple[int, ...]) -> Any:
+        """A new zero-filled contiguous array."""
+
+    @abc.abstractmethod
+    def from_host(self, data: np.ndarray | torch.Tensor) -> Any:
+        """A new contiguous device array holding a copy of ``data`` (any
+        layout, any floating dtype; converted to :attr:`dtype`)."""
+
+    @abc.abstractmethod
+    def to_numpy(self, array: Any) -> np.ndarray:
+        """A host copy of ``array`` (waits for pending work)."""
+
+    @abc.abstractmethod
+    def view(self, flat: Any, offset: int, shape: tuple[int, ...]) -> Any:
+        """A contiguous view of ``prod(shape)`` elements of the 1-D array
+        ``flat`` starting at element ``offset``; writes through."""
+
+    @abc.abstractmethod
+    def copy_(self, dst: Any, src: Any) -> None:
+        """dst := src (same shape, same backend)."""
+
+    @abc.abstractmethod
+    def transpose(self, array: Any) -> Any:
+        """A new contiguous array holding ``array``ᵀ (2-D)."""
+
+    def release(self, array: Any) -> None:  # noqa: B027 - optional hook
+        """Free ``array`` now (no-op where the runtime frees on last use)."""
+
+    def synchronize(self) -> None:  # noqa: B027 - optional hook
+        """Wait until all queued work on the device has finished."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the backend itself holds (programs, queues)."""
+
+    # --------------------------------------------------------------- kernels
+    @abc.abstractmethod
+    def linear_forward(self, z, w, b, a_prev, bias_sign: float) -> None:
+        """z := w · a_prev + bias_sign · b 1ᵀ.
+
+        ``w`` (out, in), ``a_prev`` (in, n), ``b`` (out,), ``z`` (out, n).
+        ``bias_sign`` is +1 (standard) or -1 (the series' z = W a − b)."""
+
+    @abc.abstractmethod
+    def activation_forward(self, name: str, z, a) -> None:
+        """a := f(z), elementwise; ``a`` may be the same array as ``z``."""
+
+    @abc.abstractmethod
+    def activation_backward(self, name: str, a, g) -> None:
+        """g := g ⊙ f'(z), in place, with f' written through a = f(z):
+        sigmoid a(1 − a), tanh 1 − a², linear 1, relu [a > 0]."""
+
+    @abc.abstractmethod
+    def weight_gradient(self, dw, db, delta, a_prev) -> None:
+        """dw := δ · a_prevᵀ (out, in);  db := Σ_columns δ (out,)."""
+
+    @abc.abstractmethod
+    def input_gradient(self, g_prev, w, delta) -> None:
+        """g_prev := wᵀ · δ  (in, n)."""
+
+    @abc.abstractmethod
+    def subtract(self, out, a, y) -> None:
+        """out := a − y, elementwise; ``out`` may be ``a``."""
+
+    @abc.abstractmethod
+    def sum_squares(self, x, out) -> None:
+        """out := Σ x², written on the device into the 1-element array
+        ``out`` (no host synchronisation)."""
+
+    @abc.abstractmethod
+    def read_scalar(self, array) -> float:
+        """The host value of a 1-element array (synchronises)."""
+
+    @abc.abstractmethod
+    def axpy_(self, y, alpha: float, x) -> None:
+        """y := y + alpha · x, elementwise (``x`` may be ``y``)."""
+
+    @abc.abstractmethod
+    def amax(self, array) -> float:
+        """max |array| as a Python float (NaN if any entry is NaN)."""
+
+    @abc.abstractmethod
+    def all_finite(self, array) -> bool:
+        """True when no entry is NaN or ±inf."""

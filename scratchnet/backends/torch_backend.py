@@ -1,0 +1,159 @@
+"""The torch backend: torch tensors as plain device arrays (CPU, CUDA, meta).
+
+Every kernel is one or two ATen calls with ``out=`` so nothing is allocated in
+the epoch loop; autograd is never involved (the library runs under
+``torch.no_grad()`` and no tensor here has ``requires_grad``).  The same code
+serves every torch device: nothing below assumes the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import Backend
+
+_aten = torch.ops.aten
+
+
+class TorchBackend(Backend):
+    """Backend over ``torch.Tensor`` on one torch device."""
+
+    name = "torch"
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.torch_device = device
+        self.device = str(device)
+        self.dtype = dtype
+
+    # ------------------------------------------------------------ discovery
+    @classmethod
+    def open(cls, device: str, dtype: torch.dtype) -> "TorchBackend":
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"device: {device!r} is not a torch device ({exc})") from None
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"device: {device!r} asked for CUDA, but torch.cuda.is_available() is "
+                    f"False (torch {torch.__version__}, built for CUDA {torch.version.cuda})"
+                )
+            index = torch.cuda.current_device() if dev.index is None else dev.index
+            count = torch.cuda.device_count()
+            if not 0 <= index < count:
+                raise ValueError(
+                    f"device: {device!r} names CUDA device {index}, but only {count} "
+                    f"exist (cuda:0 .. cuda:{count - 1})"
+                )
+            dev = torch.device("cuda", index)
+        elif dev.type not in ("cpu", "meta"):
+            raise ValueError(f"device: {device!r} is not served by the torch backend")
+        return cls(dev, dtype)
+
+    @classmethod
+    def available_devices(cls, prefix: str) -> list[str]:
+        if prefix == "cuda":
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if (
+                torch.cuda.is_available()) else []
+        return [prefix] if prefix in ("cpu", "meta") else []
+
+    @classmethod
+    def unavailable_reason(cls, prefix: str) -> str | None:
+        if prefix == "cuda" and not torch.cuda.is_available():
+            return "CUDA is not available (torch.cuda.is_available() is False)"
+        return super().unavailable_reason(prefix)
+
+    @classmethod
+    def owns(cls, array: Any) -> bool:
+        return isinstance(array, torch.Tensor)
+
+    @classmethod
+    def for_array(cls, array):
+        return cls(array.device, array.dtype)
+
+    # ---------------------------------------------------------------- memory
+    def zeros(self, shape):
+        return torch.zeros(shape, dtype=self.dtype, device=self.torch_device)
+
+    def from_host(self, data):
+        if isinstance(data, np.ndarray):
+            data = torch.from_numpy(np.ascontiguousarray(data))
+        out = torch.empty(tuple(data.shape), dtype=self.dtype, device=self.torch_device)
+        out.copy_(data)  # converts dtype, device and layout in one copy
+        return out
+
+    def to_numpy(self, array):
+        return array.detach().to("cpu").numpy().copy()
+
+    def view(self, flat, offset, shape):
+        size = 1
+        for s in shape:
+            size *= s
+        return flat[offset:offset + size].view(shape)
+
+    def copy_(self, dst, src):
+        dst.copy_(src)
+
+    def transpose(self, array):
+        return array.t().contiguous()
+
+    def synchronize(self):
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
+    # --------------------------------------------------------------- kernels
+    def linear_forward(self, z, w, b, a_prev, bias_sign):
+        # addmm broadcasts the (out, 1) bias column over the n samples.
+        torch.addmm(b.unsqueeze(1), w, a_prev, beta=bias_sign, out=z)
+
+    def activation_forward(self, name, z, a):
+        if name == "sigmoid":
+            torch.sigmoid(z, out=a)
+        elif name == "tanh":
+            torch.tanh(z, out=a)
+        elif name == "relu":
+            torch.clamp_min(z, 0.0, out=a)
+        elif a is not z:  # linear
+            a.copy_(z)
+
+    def activation_backward(self, name, a, g):
+        # The fused ATen derivative kernels read f(z) = a, as the series'
+        # `prime` does, and write g ⊙ f'(z) back into g in one pass.
+        if name == "sigmoid":
+            _aten.sigmoid_backward.grad_input(g, a, grad_input=g)
+        elif name == "tanh":
+            _aten.tanh_backward.grad_input(g, a, grad_input=g)
+        elif name == "relu":
+            _aten.threshold_backward.grad_input(g, a, 0.0, grad_input=g)
+        # linear: f' = 1, g is already δ
+
+    def weight_gradient(self, dw, db, delta, a_prev):
+        torch.mm(delta, a_prev.t(), out=dw)
+        torch.sum(delta, dim=1, out=db)
+
+    def input_gradient(self, g_prev, w, delta):
+        torch.mm(w.t(), delta, out=g_prev)
+
+    def subtract(self, out, a, y):
+        torch.sub(a, y, out=out)
+
+    def sum_squares(self, x, out):
+        flat = x.view(-1)
+        torch.dot(flat, flat, out=out.view(()))
+
+    def read_scalar(self, array):
+        return float(array.view(()).item())
+
+    def axpy_(self, y, alpha, x):
+        y.add_(x, alpha=alpha)
+
+    def amax(self, array):
+        if array.numel() == 0:
+            return 0.0
+        return float(torch.max(torch.abs(array)).item())
+
+    def all_finite(self, array):
+        return bool(torch.isfinite(array).all().item())
