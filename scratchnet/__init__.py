@@ -13,18 +13,21 @@ matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
     sn.sgd(train, y, sn.quadratic_cost, 1000, (0.3, 0.9))
 """
 
-from .activations import Activation, linear, relu, sigmoid, tanh
+from .activations import Activation, elu, linear, relu, sigmoid, softmax, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
-from .costs import quadratic_cost
+from .costs import Cost, cross_entropy, quadratic_cost
 from .layers import fully_connected
 from .network import Network, TrainingNetwork, inference_network, training_network
-from .optim import SGD
+from .minibatch import train
+from .optim import SGD, Adam
 from .sgd import sgd
 
 __all__ = [
     "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
     "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
     "sigmoid", "tanh", "to_numpy", "training_network",
+    # beyond the series
+    "Adam", "Cost", "cross_entropy", "elu", "softmax", "train",
 ]
 __version__ = "0.1.0"

@@ -120,8 +120,11 @@ class Network(_Closable):
         a = check.to_columns(x, be)
         for layer in self.layers:
             z = be.zeros((layer.out_dim, a.shape[1]))
-            layer.forward(a, z)
+            work = be.zeros((a.shape[1],)) if layer.activation.columnwise else None
+            layer.forward(a, z, work)
             be.release(a)
+            if work is not None:
+                be.release(work)
             a = z
         out = be.transpose(a)
         be.release(a)
@@ -142,7 +145,8 @@ class TrainingNetwork(_Closable):
     size), ``epoch`` (epochs trained so far, across :func:`~scratchnet.sgd`
     calls), ``layers`` (the training layers), ``grads`` (flat gradient array
     in the layout of ``net.params``), ``output`` (the last layer's a),
-    ``state`` (optimizer state, e.g. momentum buffers, by name).
+    ``state`` (optimizer state by name: device arrays such as momentum
+    buffers, and host scalars such as Adam's step count).
     """
 
     def __init__(self, net: Network, x):
@@ -155,6 +159,9 @@ class TrainingNetwork(_Closable):
         self.grads = be.zeros((net.n_params,))
         self.weights_grad = be.view(self.grads, 0, (net.n_weights,))
         self.weights_flat = be.view(net.params, 0, (net.n_weights,))
+        n_biases = net.n_params - net.n_weights
+        self.biases_grad = be.view(self.grads, net.n_weights, (n_biases,))
+        self.biases_flat = be.view(net.params, net.n_weights, (n_biases,))
         self.y = be.zeros((net.out_dim, self.n))
         self.y_source = None   # (object, version) of the y now in self.y
         self.cost_sum = be.zeros((1,))
@@ -187,10 +194,13 @@ class TrainingNetwork(_Closable):
         for layer in self.layers:
             layer.forward()
 
-    def backward(self) -> None:
-        """The output layer's z must hold ∇_{a_L}C; fills ``grads``."""
+    def backward(self, output_delta: bool = False) -> None:
+        """The output layer's z must hold ∇_{a_L}C (or δ_L itself when
+        ``output_delta``: a cost fused with the output activation); fills
+        ``grads``."""
+        last = self.layers[-1]
         for layer in reversed(self.layers):
-            layer.backward()
+            layer.backward(output_delta and layer is last)
 
     def cost_slots(self, k: int) -> list:
         """``k`` one-element device arrays, views of one buffer, that receive
@@ -231,7 +241,8 @@ class TrainingNetwork(_Closable):
             be.release(getattr(self, name))
             setattr(self, name, None)
         for buf in self.state.values():
-            be.release(buf)
+            if type(be).owns(buf):   # state may hold host scalars (Adam's t)
+                be.release(buf)
         self.state.clear()
         self.y_source = None
         self.net.trainings -= 1

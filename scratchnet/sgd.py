@@ -32,7 +32,7 @@ import numbers
 import torch
 
 from . import validation as check
-from .costs import QuadraticCost
+from .costs import Cost
 from .network import TrainingNetwork
 from .optim import as_optimizer
 
@@ -60,19 +60,19 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
     one forward pass and its cost, no update."""
     be = train.backend
     out = train.layers[-1]
+    cost = cost.bind(train.net)   # e.g. cross-entropy: binary or categorical
     if epochs == 0:
         train.forward()
-        cost.output_gradient(be, out.z, out.a, train.y)
-        cost.accumulate(be, out.z, train.cost_sum)
+        cost.gradient(be, out.z, out.a, train.y, train.cost_sum)
     last = epochs - 1
     for epoch in range(epochs):
         train.forward()
-        cost.output_gradient(be, out.z, out.a, train.y)
         if cost_slots is not None:
-            cost.accumulate(be, out.z, cost_slots[epoch])
-        elif epoch == last:
-            cost.accumulate(be, out.z, train.cost_sum)
-        train.backward()
+            slot = cost_slots[epoch]
+        else:
+            slot = train.cost_sum if epoch == last else None
+        cost.gradient(be, out.z, out.a, train.y, slot)
+        train.backward(cost.fused)
         optimizer.step(train)
         train.epoch += 1
 
@@ -125,9 +125,9 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=()):
         raise TypeError(f"train: expected a TrainingNetwork (training_network(net, x)), "
                         f"got {type(train).__name__}")
     train._check_open()
-    if not isinstance(cost, QuadraticCost):
-        raise TypeError(f"cost: expected a scratchnet cost such as scratchnet.quadratic_cost, "
-                        f"got {cost!r}")
+    if not isinstance(cost, Cost):
+        raise TypeError(f"cost: expected a scratchnet cost such as scratchnet.quadratic_cost "
+                        f"or scratchnet.cross_entropy, got {cost!r}")
     if hyper is None:
         if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
             raise TypeError("hyper: missing; call sgd(train, y, cost, epochs, hyper) or "
@@ -137,6 +137,7 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=()):
         schedule = [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))]
         single = True
     y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n)
+    cost.check(train.net, y)
     monitors = list(monitors)
     for i, monitor in enumerate(monitors):
         chunk = getattr(monitor, "chunk", None)
