@@ -18,8 +18,8 @@ from .arrays import amax, to_numpy
 from .backends import available_devices
 from .costs import Cost, cross_entropy, quadratic_cost
 from .layers import fully_connected
-from .network import Network, TrainingNetwork, inference_network, training_network
 from .minibatch import train
+from .network import Network, TrainingNetwork, inference_network, training_network
 from .optim import SGD, Adam
 from .sgd import sgd
 

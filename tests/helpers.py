@@ -8,7 +8,8 @@ import torch
 import scratchnet as sn
 
 TORCH_ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z,
-             "relu": torch.relu}
+             "relu": torch.relu, "elu": torch.nn.functional.elu,
+             "softmax": lambda z: torch.softmax(z, dim=1)}   # rows are samples here
 
 
 def params64(net):

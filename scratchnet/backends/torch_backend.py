@@ -192,11 +192,21 @@ class TorchBackend(Backend):
             torch.mv(y.view(1, -1), flat, out=out)
             out.neg_()
 
+    def _k(self, value: float):
+        """``value`` in a reused 1-element tensor: a Python scalar in
+        ``mul_``/``div_``/``add_`` is wrapped into a fresh tensor on every
+        call (an allocation per op per step); this register is filled
+        instead.  In-order execution makes reusing it safe."""
+        k = self.__dict__.get("_register")
+        if k is None:
+            k = self._register = torch.empty(1, dtype=self.dtype, device=self.torch_device)
+        return k.fill_(value)
+
     def momentum_update(self, w, v, g, *, lr, decay, mu, nesterov):
-        v.mul_(mu).add_(g, alpha=-lr)              # v := μv − lr g
+        v.mul_(self._k(mu)).add_(g, alpha=-lr)     # v := μv − lr g
         # g is free now: build the whole step there and add it to w once.
         if nesterov:
-            g.mul_(-lr).add_(v, alpha=mu)          # μv − lr g
+            g.mul_(self._k(-lr)).add_(v, alpha=mu)  # μv − lr g
         else:
             g.copy_(v)
         if decay:
@@ -204,13 +214,13 @@ class TorchBackend(Backend):
         w.add_(g)
 
     def adam_update(self, w, m, v, g, *, scale, beta1, beta2, eps, step, sqrt_c2, decay):
-        g.mul_(scale)                                        # ĝ
-        m.mul_(beta1).add_(g, alpha=1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        g.mul_(self._k(scale))                               # ĝ
+        m.mul_(self._k(beta1)).add_(g, alpha=1.0 - beta1)
+        v.mul_(self._k(beta2)).addcmul_(g, g, value=1.0 - beta2)
         torch.sqrt(v, out=g)                                 # g is free now
-        g.div_(sqrt_c2).add_(eps)                            # √v / √c₂ + ε
+        g.div_(self._k(sqrt_c2)).add_(self._k(eps))          # √v / √c₂ + ε
         torch.div(m, g, out=g)
-        g.mul_(-step)
+        g.mul_(self._k(-step))
         if decay:
             g.add_(w, alpha=-decay)
         w.add_(g)                                            # w rounded once
