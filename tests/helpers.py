@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import scratchnet as sn
@@ -60,3 +61,15 @@ def article_net(device, seed=0, dtype=torch.float32, **kw):
                                     sn.fully_connected(16, sn.tanh),
                                     sn.fully_connected(1, sn.linear)],
                                 device=device, dtype=dtype, seed=seed, **kw)
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """torch on one CPU thread for the test: these matrices are tiny, and on
+    a loaded 2-core machine intra-op threads spin waiting for each other (a
+    4-epoch digits run: 57 s with 2 threads, 6 s with 1).  Import it into a
+    test module with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_unchanged, forward64, params64, snapshot
+from helpers import (
+    assert_unchanged,
+    forward64,
+    one_thread,  # noqa: F401 - fixture
+    params64,
+    snapshot,
+)
 
 import scratchnet as sn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def one_hot(rng, n, k):

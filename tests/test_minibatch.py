@@ -10,6 +10,7 @@ from helpers import (
     article_net,
     assert_unchanged,
     forward64,
+    one_thread,  # noqa: F401 - fixture
     params64,
     quadratic64,
     regression_data,
@@ -19,6 +20,8 @@ from test_optim import adam_formula, momentum_formula
 
 import scratchnet as sn
 from scratchnet.minibatch import _Batches
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def replay(net, x, y, update, epochs, batch_size, seed):
@@ -182,7 +185,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("override,exc,words", BAD, ids=[str(b[0])[:40] for b in BAD])
+@pytest.mark.parametrize("override,exc,words", BAD,
+                         ids=[f"{next(iter(b[0]))}{i}" for i, b in enumerate(BAD)])
 def test_bad_train_calls_change_nothing(device, override, exc, words):
     x, y = regression_data(30)
     net = article_net(device)

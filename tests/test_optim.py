@@ -7,11 +7,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import article_net, forward64, params64, quadratic64, regression_data
+from helpers import (
+    article_net,
+    forward64,
+    one_thread,  # noqa: F401 - fixture
+    params64,
+    quadratic64,
+    regression_data,
+)
 
 import scratchnet as sn
 
 STEPS = 5
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_run(net, x, y, update, steps=STEPS):
