@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not (torch.distributed.is_available()
 # float32 rounding: the ranks sum their shards' partial sums in another order
 # than one process does.  Measured after these 50 epochs: at most 1.2e-7 on a
 # weight (|w| up to 2), 9e-8 relative on a cost; the bounds leave a 30x margin.
-# A wrong n (local instead of global) moves weights by ~1e-2: far outside.
+# The update with the local n instead of the global one misses by up to 0.2.
 ATOL, RTOL = 4e-6, 1e-5
 
 
@@ -168,7 +168,10 @@ def test_a_dead_or_silent_rank_makes_the_others_fail_not_hang(tmp_path, how, wor
         assert results[r].startswith(f"DistributedError: rank {r} of {world}: all_reduce "
                                      f"failed after 5 all-reduce(s)"), results[r]
         seconds = float((tmp_path / f"rank{r}.seconds").read_text())
-        assert seconds < 3.0 + 10.0, seconds   # the timeout plus scheduling slack
+        if how == "die":   # the connection reset is seen at once, not at the timeout
+            assert seconds < 3.0, seconds
+        else:              # the timeout, plus scheduling slack
+            assert 2.9 < seconds < 3.0 + 10.0, seconds
 
 
 # ------------------------------------------------------- one process, no spawn
