@@ -44,17 +44,20 @@ def flat_params(net) -> np.ndarray:
 
 
 def train_scenario(rank: int, world: int, *, n: int, schedule, staging: str = "auto",
-                   monitor_chunk: int = 0, data_seed: int = 1, net_seed: int = 0) -> dict:
+                   monitor_chunk: int = 0, data_seed: int = 1, net_seed: int = 0,
+                   device: str = "cpu") -> dict:
     """Train on this rank's shard.  Ranks other than 0 draw their initial
     weights from another seed on purpose: the broadcast from rank 0 must
     make them equal.  Only rank 0 has a monitor."""
     x, y = regression_data(n, seed=data_seed)
     rows = sn.distributed.shard(n)
-    net = article_net("cpu", seed=net_seed if rank == 0 else net_seed + 1 + rank)
+    net = article_net(device, seed=net_seed if rank == 0 else net_seed + 1 + rank)
     train = sn.distributed_training_network(net, x[rows], staging=staging)
     monitors = [Recorder(monitor_chunk)] if monitor_chunk and rank == 0 else []
     costs = sn.sgd(train, y[rows], sn.quadratic_cost, schedule, monitors=monitors)
-    out = {"params": flat_params(net), "costs": np.array(costs), "n_local": train.n,
+    after = sn.sgd(train, y[rows], sn.quadratic_cost, 0, 0.1)   # 0 epochs: the cost now
+    out = {"params": flat_params(net), "costs": np.array(costs), "after": after,
+           "n_local": train.n,
            "n_global": train.n_global}
     if monitors:
         out["monitored"] = np.array(monitors[0].costs)

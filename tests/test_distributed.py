@@ -86,6 +86,7 @@ def single_process(n, schedule, monitor_chunk=0, data_seed=1, net_seed=0):
     monitors = [dist_worker.Recorder(monitor_chunk)] if monitor_chunk else []
     with sn.training_network(net, x) as train:
         costs = sn.sgd(train, y, sn.quadratic_cost, schedule, monitors=monitors)
+        costs.append(sn.sgd(train, y, sn.quadratic_cost, 0, 0.1))   # 0 epochs: the cost now
     return dist_worker.flat_params(net), np.array(costs), (
         np.array(monitors[0].costs) if monitors else None)
 
@@ -113,7 +114,7 @@ def test_two_ranks_equal_one_process_and_disagreeing_ranks_all_fail(tmp_path):
     assert all(int(t["n_global"]) == n for t in trained)
     for t in trained:
         np.testing.assert_allclose(t["params"], params, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(t["costs"], costs, rtol=RTOL)
+        np.testing.assert_allclose(list(t["costs"]) + [t["after"]], costs, rtol=RTOL)
     # Same numbers in, same update: the ranks agree exactly, not just closely.
     np.testing.assert_array_equal(trained[0]["params"], trained[1]["params"])
     # The run moved far from the start: equality above is not "nothing happened".
@@ -147,10 +148,27 @@ def test_three_ranks_monitor_on_rank_0_only_and_host_staging(tmp_path):
         assert [int(t["n_local"]) for t in trained] == [34, 33, 33]
         for t in trained:
             np.testing.assert_allclose(t["params"], params, rtol=RTOL, atol=ATOL)
-            np.testing.assert_allclose(t["costs"], costs, rtol=RTOL)
+            np.testing.assert_allclose(list(t["costs"]) + [t["after"]], costs, rtol=RTOL)
             np.testing.assert_array_equal(t["params"], trained[0]["params"])
     assert len(results[0][0]["monitored"]) == 50
     np.testing.assert_allclose(results[0][0]["monitored"], monitored, rtol=RTOL)
+
+
+def test_two_ranks_on_every_other_device(tmp_path, device):
+    """The same 2-rank training on each non-CPU backend (CUDA tensors through
+    gloo, OpenCL through host copies), against one process on the CPU:
+    equal within float32 rounding across devices."""
+    if device == "cpu":
+        pytest.skip("the CPU is covered by the tests above")
+    n, schedule = 101, [(50, 0.1)]
+    results = spawn(tmp_path, 2, [("train", {"n": n, "schedule": schedule, "device": device})])
+    _assert_all_ran(results, 2)
+    params, costs, _ = single_process(n, schedule)
+    for r in range(2):
+        np.testing.assert_allclose(results[r][0]["params"], params, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(list(results[r][0]["costs"]) + [results[r][0]["after"]],
+                                   costs, rtol=RTOL)
+    np.testing.assert_array_equal(results[0][0]["params"], results[1][0]["params"])
 
 
 @pytest.mark.parametrize("how, world", [("die", 3), ("hang", 2)])
