@@ -11,8 +11,11 @@ with it within float32 rounding and with each other bit for bit.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import socket
 import time
+from pathlib import Path
 
 import dist_worker
 import numpy as np
@@ -250,3 +253,51 @@ def test_init_from_env_without_a_launcher_stays_single_process(monkeypatch):
     assert sn.distributed.rank_and_world() == (0, 1)
     with pytest.raises(ValueError, match="timeout: expected a finite number > 0"):
         sn.distributed.init_from_env("cpu", timeout=0)
+
+
+def _script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_distributed.py"
+    spec = importlib.util.spec_from_file_location("train_distributed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_rank0_logs_and_checkpoints_through_whatever_this_build_has(monkeypatch, tmp_path,
+                                                                           capsys):
+    """scripts/train_distributed.py in one process (rank 0): TensorBoard and
+    checkpoints come from other branches, so the script detects them.  With
+    stand-ins for sgd(log_dir=...) and sn.save/sn.load it must pass log_dir
+    to every sgd call, save after every --checkpoint-every epochs, and start
+    from the loaded network on --resume; without them it refuses the flags."""
+    script = _script()
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    if "log_dir" not in inspect.signature(sn.sgd).parameters:
+        with pytest.raises(SystemExit):
+            script.main(["--epochs", "1", "--log-dir", str(tmp_path)])
+        assert "--log-dir: this scratchnet's sgd has no log_dir" in capsys.readouterr().err
+    real_sgd, logged, saved = sn.sgd, [], []
+
+    def sgd_with_log_dir(train, y, cost, epochs, hyper=None, *, monitors=(), log_dir=None):
+        logged.append((epochs, log_dir))
+        return real_sgd(train, y, cost, epochs, hyper, monitors=monitors)
+
+    def save(net, path):
+        saved.append((path, sn.to_numpy(net.params)))
+
+    resumed = article_net("cpu", seed=7)
+    monkeypatch.setattr(sn, "sgd", sgd_with_log_dir)
+    monkeypatch.setattr(sn, "save", save, raising=False)
+    monkeypatch.setattr(sn, "load", lambda path, device: resumed, raising=False)
+    script.main(["--epochs", "25", "--calls", "2", "--samples", "64", "--log-dir",
+                 str(tmp_path / "run"), "--checkpoint", str(tmp_path / "c"),
+                 "--checkpoint-every", "10", "--resume", str(tmp_path / "old")])
+    # calls end at the progress points (0, 12, 25) and at every checkpoint (10, 20)
+    assert logged == [(10, str(tmp_path / "run")), (2, str(tmp_path / "run")),
+                      (8, str(tmp_path / "run")), (5, str(tmp_path / "run"))]
+    assert [p for p, _ in saved] == [str(tmp_path / "c")] * 2
+    assert not np.array_equal(saved[0][1], saved[1][1])   # saved as training went on
+    out = capsys.readouterr().out
+    assert "25 epochs in" in out and "1 rank(s) on cpu" in out
+    assert resumed.params is None   # the script trained (and closed) the loaded network
