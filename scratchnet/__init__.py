@@ -17,6 +17,7 @@ from .activations import Activation, linear, relu, sigmoid, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
 from .costs import quadratic_cost
+from .distributed import distributed_training_network
 from .layers import fully_connected
 from .network import Network, TrainingNetwork, inference_network, training_network
 from .optim import SGD
@@ -27,4 +28,5 @@ __all__ = [
     "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
     "sigmoid", "tanh", "to_numpy", "training_network",
 ]
+__all__ += ["distributed", "distributed_training_network"]  # data parallel: distributed.py
 __version__ = "0.1.0"
