@@ -25,8 +25,8 @@ from .sgd import sgd
 
 __all__ = [
     "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
-    "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
-    "sigmoid", "tanh", "to_numpy", "training_network",
+    "distributed", "distributed_training_network", "fully_connected", "inference_network",
+    "linear", "quadratic_cost", "relu", "sgd", "sigmoid", "tanh", "to_numpy",
+    "training_network",
 ]
-__all__ += ["distributed", "distributed_training_network"]  # data parallel: distributed.py
 __version__ = "0.1.0"
