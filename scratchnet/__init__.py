@@ -17,6 +17,7 @@ from .activations import Activation, elu, linear, relu, sigmoid, softmax, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
 from .costs import Cost, cross_entropy, quadratic_cost
+from .distributed import distributed_training_network
 from .layers import fully_connected
 from .minibatch import train
 from .network import Network, TrainingNetwork, inference_network, training_network
@@ -25,8 +26,9 @@ from .sgd import sgd
 
 __all__ = [
     "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
-    "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
-    "sigmoid", "tanh", "to_numpy", "training_network",
+    "distributed", "distributed_training_network", "fully_connected", "inference_network",
+    "linear", "quadratic_cost", "relu", "sgd", "sigmoid", "tanh", "to_numpy",
+    "training_network",
     # beyond the series
     "Adam", "Cost", "cross_entropy", "elu", "softmax", "train",
 ]

@@ -5,8 +5,10 @@ An optimizer steps the *flat* parameter array ``net.params`` with the flat
 gradient array ``train.grads`` (same layout: all weights first, then all
 biases), so a step is a couple of kernel launches whatever the depth.
 ``train.grads`` holds the *sums* over the batch, δ a_{l−1}ᵀ and δ 1; the
-1/n of the mean is applied here, once (n = the batch the step was computed
-on: the whole training set in ``sgd``, a mini-batch in ``train``).
+1/n of the mean is applied here, once, with n = ``train.n_global``: the
+batch the step was computed on (the whole training set in ``sgd``, a
+mini-batch in ``train``, the batch over every rank when training is data
+parallel).
 
 Every optimizer after part 15 keeps the series' two rules: the biases take
 plain gradient steps b ← b − (η/n) δ 1 (no decay, no momentum, no Adam
@@ -28,8 +30,9 @@ from . import validation as check
 
 
 def _batch(train) -> int:
-    """n of the step: the batch the gradient sums were taken over."""
-    return train.n
+    """n of the step: the batch the gradient sums were taken over (over
+    every rank when data parallel)."""
+    return train.n_global
 
 
 def sgd_update(backend, params, weights, grads, weights_grad, *, eta: float, lam: float,
