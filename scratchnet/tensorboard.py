@@ -64,6 +64,12 @@ HIST_BINS = 30
 _HAS_LAYOUT: weakref.WeakSet = weakref.WeakSet()
 
 
+def _summary_pb2():
+    from tensorboard.compat.proto import summary_pb2
+
+    return summary_pb2
+
+
 def _summary_writer_class():
     from torch.utils.tensorboard import SummaryWriter  # imported on first use: heavy
 
@@ -122,9 +128,8 @@ class TensorBoardLogger:
         self.writer = None
         self._test_train = None
         self._snapshot = None
-        # flat offsets of each layer's weights inside net.params' weight prefix
-        bounds = np.cumsum([0] + [la.out_dim * la.in_dim for la in net.layers])
-        self._slices = list(zip(bounds[:-1], bounds[1:]))
+        # where each layer's weights start in net.params' weight prefix
+        self._starts = np.cumsum([0] + [la.out_dim * la.in_dim for la in net.layers[:-1]])
 
     def __repr__(self) -> str:
         return (f"TensorBoardLogger({self.log_dir!r}, log_every={self.log_every}, "
@@ -200,24 +205,32 @@ class TensorBoardLogger:
             self.cost.output_gradient(be, out.z, out.a, t.y)
             self.cost.accumulate(be, out.z, self._test_sum)
         host = be.to_numpy(self._snapshot).astype(np.float64)
-        w = self.writer
-        w.add_scalar("cost/train", train_cost, step)
+        weights = host[:-1]
+        starts = self._starts
+        # one reduction per statistic over all layers; np.maximum propagates
+        # NaN, so a diverged layer logs NaN, as sn.amax reports it
+        amax = np.maximum.reduceat(np.abs(weights), starts)
+        norm = np.sqrt(np.add.reduceat(weights * weights, starts))
+        values = [("cost/train", train_cost)]
         if self._test_train is not None:
-            w.add_scalar("cost/test", self.cost.finish(float(host[-1]), self._test_train.n),
-                         step)
-        hist = self.hist_every is not None and step // self.hist_every > (
-            self._last // self.hist_every)
-        for i, (lo, hi) in enumerate(self._slices):
-            weights = host[lo:hi]
-            # np.max propagates NaN: a diverged layer logs NaN, like sn.amax
-            w.add_scalar(f"weights/layer{i}/amax", float(np.max(np.abs(weights))), step)
-            w.add_scalar(f"weights/layer{i}/norm", float(np.linalg.norm(weights)), step)
-            if hist:
+            values.append(("cost/test", self.cost.finish(float(host[-1]), self._test_train.n)))
+        for i in range(len(starts)):
+            values += [(f"weights/layer{i}/amax", amax[i]), (f"weights/layer{i}/norm", norm[i])]
+        # All scalars of a step in one event (SummaryWriter.add_scalar would
+        # write one event per tag, 8 for the article's network).
+        summary = _summary_pb2().Summary(value=[
+            _summary_pb2().Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values])
+        self.writer._get_file_writer().add_summary(summary, step)
+        if self.hist_every is not None and step // self.hist_every > (
+                self._last // self.hist_every):
+            for i, (lo, hi) in enumerate(zip(starts, list(starts[1:]) + [len(weights)])):
                 # Bins spanning the finite values: NaN cannot be binned, and
                 # TensorBoard's default bins end at 1e20, so a diverging run's
                 # weights would fall outside all of them (an error, not a chart).
-                finite = weights[np.isfinite(weights)]
+                layer = weights[lo:hi]
+                finite = layer[np.isfinite(layer)]
                 if finite.size:
-                    w.add_histogram(f"weights/layer{i}", finite, step, bins=HIST_BINS)
+                    self.writer.add_histogram(f"weights/layer{i}", finite, step,
+                                              bins=HIST_BINS)
         self._last = step
         self._pending = None
