@@ -9,6 +9,7 @@ cost ``sgd`` returns, ``sn.amax`` of the weights and the test cost of
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -164,6 +165,38 @@ def test_a_callers_writer_is_flushed_not_closed(tmp_path):
     logged, _, _ = read(tmp_path)
     assert logged["mine"] == [(0, 7.0)]
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def writer_threads():
+    return [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"]
+
+
+def test_own_writer_is_closed(tmp_path):
+    """With a path, sgd opens a writer for the call and closes it: its
+    event-writing thread is gone when sgd returns, even after an error."""
+    x, y = regression_data(50)
+    train = sn.training_network(article_net("cpu"), x)
+    before = writer_threads()
+    sn.sgd(train, y, sn.quadratic_cost, 2, 0.1, log_dir=tmp_path / "a", test=(x, y))
+    assert writer_threads() == before
+
+    class Boom:
+        chunk = 1
+
+        def start(self, *args):
+            pass
+
+        def after_chunk(self, *args):
+            raise RuntimeError("boom")
+
+        def finish(self, train):
+            pass
+
+    with pytest.raises(RuntimeError, match="boom"):
+        sn.sgd(train, y, sn.quadratic_cost, 2, 0.1, log_dir=tmp_path / "b", monitors=[Boom()])
+    assert writer_threads() == before
+    logged, _, _ = read(tmp_path / "b")   # the logger ran first: epoch 3 is on disk
+    assert [s for s, _ in logged["cost/train"]] == [3]
 
 
 def test_custom_scalar_layout(tmp_path):
