@@ -1,7 +1,7 @@
 """What does TensorBoard logging cost?  ``sgd`` on the article's workload with
 and without ``log_dir=``, timed side by side.
 
-    python scripts/logging_overhead.py                  # CPU, 11 rounds of 200 epochs (README: --rounds 21)
+    python scripts/logging_overhead.py --rounds 21      # CPU, as in the README
     python scripts/logging_overhead.py --device cuda --rounds 30
 
 Workload: the 4-32-16-1 network (sigmoid, tanh, linear) on the series' task,

@@ -43,7 +43,7 @@ def regression_data(n: int, rng: np.random.Generator):
 
 
 def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
-               log_dir=None) -> dict:
+               convention: str = "standard", log_dir=None) -> dict:
     """Train one network through CALLS; return its trajectory.  Quiet runs
     stop at the first non-finite cost: NaN weights never recover (part 15).
     With ``log_dir``, every epoch is logged to TensorBoard (train and test
@@ -55,7 +55,8 @@ def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
               sn.fully_connected(1, sn.linear)]
     costs, amaxes = [], []
     log = {} if log_dir is None else {"log_dir": log_dir, "test": (x_test, y_test)}
-    with sn.inference_network(4, layers, device=device, seed=seed) as net, \
+    with sn.inference_network(4, layers, device=device, seed=seed,
+                              convention=convention) as net, \
             sn.training_network(net, x) as train:
         for epochs in CALLS:
             with np.errstate(all="ignore"):
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="seeds for part 2 (default 10)")
     parser.add_argument("--samples", type=int, default=10_000, help="training samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the part 1 replay")
+    parser.add_argument("--convention", default="standard", choices=("standard", "series"),
+                        help="bias sign: z = Wa + b (standard) or the series' z = Wa - b")
     parser.add_argument("--logdir", default=None,
                         help="log part 1 to TensorBoard runs LOGDIR/lam0, LOGDIR/lam0.9")
     args = parser.parse_args(argv)
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
         print(f"\nλ = {lam}" + ("  (no weight decay)" if lam == 0 else "  (weight decay)"))
         start = time.perf_counter()
         log_dir = None if args.logdir is None else f"{args.logdir}/lam{lam:g}"
-        run = experiment(args.device, args.seed, lam, args.samples, verbose=True,
+        run = experiment(args.device, args.seed, lam, args.samples, True, args.convention,
                          log_dir=log_dir)
         print(f"  test cost {run['test']:.6g}  ({time.perf_counter() - start:.1f} s)"
               + ("  -> DIVERGED" if run["diverged"] else ""))
@@ -111,7 +114,8 @@ def main(argv=None) -> int:
             runs = []
             for seed in range(args.seeds):
                 # the same seeds with and without decay: paired comparison
-                runs.append(experiment(args.device, 1000 + seed, lam, args.samples, False))
+                runs.append(experiment(args.device, 1000 + seed, lam, args.samples, False,
+                                       args.convention))
                 bar.update()
             rows.append((lam, runs))
     print(f"\n  {'λ':>5} | {'diverged':>9} | {'median max |w| (converged)':>26} | "
