@@ -269,3 +269,21 @@ def test_bad_logging_arguments_change_nothing(device, tmp_path, kwargs, error, m
     assert_unchanged(net, before)
     assert train.epoch == 0 and train.y_source is None
     assert list(tmp_path.iterdir()) == []   # no run directory, no event file
+
+
+def test_the_logger_as_a_monitor(tmp_path):
+    """TensorBoardLogger passed through monitors= logs like the keywords; one
+    made for another training network is refused before any epoch runs."""
+    from scratchnet.tensorboard import TensorBoardLogger
+
+    x, y = regression_data(50)
+    train = sn.training_network(article_net("cpu"), x)
+    logger = TensorBoardLogger(tmp_path / "m", train=train, log_every=2)
+    sn.sgd(train, y, sn.quadratic_cost, 4, 0.1, monitors=[logger])
+    sn.sgd(train, y, sn.quadratic_cost, 3, 0.1, monitors=[logger])   # reusable
+    logged, _, _ = read(tmp_path / "m")
+    assert [s for s, _ in logged["cost/train"]] == [2, 4, 6, 7]
+    other = sn.training_network(article_net("cpu"), x)
+    with pytest.raises(ValueError, match="train: this TensorBoardLogger was made for another"):
+        sn.sgd(other, y, sn.quadratic_cost, 2, 0.1, monitors=[logger])
+    assert other.epoch == 0
