@@ -35,6 +35,7 @@ from . import validation as check
 from .costs import Cost
 from .network import TrainingNetwork
 from .optim import as_optimizer
+from .tensorboard import TensorBoardLogger
 
 
 def _parse_schedule(schedule) -> list[tuple[int, object]]:
@@ -116,7 +117,8 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
 
 
 @torch.no_grad()
-def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=()):
+def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log_dir=None,
+        test=None, log_every=1, hist_every=None):
     """Train ``train`` towards targets ``y`` (n, out_dim) on ``cost``.
 
     ``sgd(train, y, cost, epochs, hyper)``: ``epochs`` steps with ``hyper``
@@ -130,6 +132,11 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=()):
 
     ``monitors``: objects that watch the per-epoch cost (see the module
     docstring).
+
+    ``log_dir``: log to TensorBoard (a run directory or a caller's
+    ``SummaryWriter``): cost, per-layer max |w| and norm every ``log_every``
+    epochs, the cost on ``test=(x_test, y_test)`` when given, weight
+    histograms every ``hist_every`` epochs (see :mod:`scratchnet.tensorboard`).
 
     Every argument is checked before any epoch runs; a rejected call changes
     nothing.
@@ -157,6 +164,10 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=()):
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise TypeError(f"monitors[{i}]: expected a monitor with an int chunk >= 1, "
                             f"got {monitor!r}")
+    if log_dir is not None or test is not None or hist_every is not None or log_every != 1:
+        # first: a chunk is logged before a later monitor can stop training
+        monitors.insert(0, TensorBoardLogger(log_dir, train=train, test=test,
+                                             log_every=log_every, hist_every=hist_every))
 
     train.load_y(y)
     for monitor in monitors:
