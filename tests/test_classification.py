@@ -148,3 +148,27 @@ def test_cross_entropy_refuses_what_it_cannot_train(device, act, y, words):
                     assert word in str(info.value)
             assert_unchanged(net, before)
             assert train.epoch == 0
+
+
+def test_tensorboard_test_cost_with_cross_entropy(device, tmp_path):
+    """sgd's TensorBoard logger measures the test cost through the cost's
+    own device kernels: with cross_entropy its last value is the host
+    cross-entropy of the trained network."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((50, 3)).astype(np.float32)
+    y = one_hot(rng, 50, 4).astype(np.float32)
+    x_test = rng.standard_normal((20, 3)).astype(np.float32)
+    y_test = one_hot(rng, 20, 4).astype(np.float32)
+    with sn.inference_network(3, [sn.fully_connected(8, sn.elu),
+                                  sn.fully_connected(4, sn.softmax)], device=device,
+                              seed=0) as net, sn.training_network(net, x) as train:
+        sn.sgd(train, y, sn.cross_entropy, 6, sn.Adam(0.01), log_dir=tmp_path,
+               test=(x_test, y_test))
+        expected = sn.cross_entropy(y_test, net(x_test))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    test_costs = [e.value for e in events.Scalars("cost/test")]
+    assert len(test_costs) == 6
+    assert test_costs[-1] == pytest.approx(expected, rel=1e-5)
