@@ -172,3 +172,18 @@ def test_tensorboard_test_cost_with_cross_entropy(device, tmp_path):
     test_costs = [e.value for e in events.Scalars("cost/test")]
     assert len(test_costs) == 6
     assert test_costs[-1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_backend_without_the_new_ops_says_which_op_is_missing():
+    """The ops beyond the series are optional in the backend contract (a
+    plugin written against the series' ops keeps importing); calling one
+    that a backend lacks names the op and the backend."""
+    from scratchnet.backends.base import Backend
+
+    be = sn.inference_network(1, [sn.fully_connected(1, "linear")]).backend
+    z = be.zeros((2, 3))
+    with pytest.raises(NotImplementedError) as info:
+        Backend.softmax_forward(be, z, z, be.zeros((3,)))
+    assert "softmax_forward" in str(info.value) and "torch" in str(info.value)
+    with pytest.raises(NotImplementedError, match="gather_columns"):
+        Backend.gather_columns(be, z, z, None)
