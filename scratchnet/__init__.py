@@ -16,7 +16,9 @@ matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
 from .activations import Activation, linear, relu, sigmoid, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
+from .checkpoint import CheckpointError, load, load_training, save
 from .costs import quadratic_cost
+from .guard import DivergenceError, DivergenceWarning
 from .layers import fully_connected
 from .network import Network, TrainingNetwork, inference_network, training_network
 from .optim import SGD
@@ -26,5 +28,7 @@ __all__ = [
     "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
     "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
     "sigmoid", "tanh", "to_numpy", "training_network",
+    # reliability: guard, checkpoints
+    "CheckpointError", "DivergenceError", "DivergenceWarning", "load", "load_training", "save",
 ]
 __version__ = "0.1.0"

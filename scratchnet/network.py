@@ -160,6 +160,8 @@ class TrainingNetwork(_Closable):
         self.cost_sum = be.zeros((1,))
         self._cost_slots: list = []   # per-epoch cost slots, see cost_slots()
         self.state: dict = {}
+        self._buffers: dict = {}   # named helper buffers, see buffer()
+        self.owns_net = False      # close() also closes net (set by load_training)
         self.layers: list[FullyConnectedTraining] = []
         a_prev, g_prev = self.x, None
         w_at, b_at = 0, net.n_weights
@@ -203,6 +205,20 @@ class TrainingNetwork(_Closable):
             self._cost_slots = [self.backend.view(self._cost_buffer, i, (1,)) for i in range(k)]
         return self._cost_slots[:k]
 
+    def buffer(self, name: str, shape: tuple[int, ...]):
+        """A device buffer named ``name`` owned by this training network:
+        allocated on the first request (or when ``shape`` changes), the same
+        array on every later one, released by :meth:`close`.  Monitors keep
+        their device state here (the divergence guard's snapshots) so a call
+        of ``sgd`` allocates nothing a previous call already did."""
+        shape = tuple(shape)
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != shape:
+            if buf is not None:
+                self.backend.release(buf)
+            buf = self._buffers[name] = self.backend.zeros(shape)
+        return buf
+
     def read_costs(self, k: int) -> list[float]:
         """The first ``k`` per-epoch cost sums, with one device-to-host copy."""
         return [float(v) for v in self.backend.to_numpy(self._cost_buffer)[:k]]
@@ -230,11 +246,14 @@ class TrainingNetwork(_Closable):
         for name in ("x", "grads", "y", "cost_sum"):
             be.release(getattr(self, name))
             setattr(self, name, None)
-        for buf in self.state.values():
+        for buf in list(self.state.values()) + list(self._buffers.values()):
             be.release(buf)
         self.state.clear()
+        self._buffers.clear()
         self.y_source = None
         self.net.trainings -= 1
+        if self.owns_net:
+            self.net.close()
 
 
 def inference_network(in_dim: int, layers, *, device="cpu", dtype=torch.float32,
