@@ -147,6 +147,8 @@ class Guard:
         self.verified: _Snapshot | None = None
         self.pending: _Snapshot | None = None
         self._norm = train.buffer("guard/norm", (1,))
+        self._params_slots = [train.buffer(f"guard/{i}/params", (train.net.n_params,))
+                              for i in (0, 1)]
         self._snapshot(train)   # the state this call starts from (pending)
 
     def begin(self, train, optimizer, epochs):
@@ -182,8 +184,9 @@ class Guard:
     # ---------------------------------------------------------- internals
     def _slot_buffers(self, train, slot: _Snapshot, keys):
         """The device buffers of ``slot``: params and one per state key."""
-        net = train.net
-        params = train.buffer(f"guard/{slot.index}/params", (net.n_params,))
+        params = self._params_slots[slot.index]
+        if not keys:
+            return params, {}
         state = {k: train.buffer(f"guard/{slot.index}/state/{k}", tuple(train.state[k].shape))
                  for k in keys}
         return params, state
