@@ -102,7 +102,7 @@ class Guard:
     """The divergence guard monitor; :func:`~scratchnet.sgd` builds one
     from its ``guard*`` keywords (see the module docstring)."""
 
-    def __init__(self, *, factor=1e3, every=1, on_divergence="raise", max_backoffs=5,
+    def __init__(self, *, factor=1e3, every=16, on_divergence="raise", max_backoffs=5,
                  listeners=()):
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
             raise TypeError(f"guard_factor: expected a number > 1, got {factor!r}")

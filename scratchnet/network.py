@@ -98,7 +98,7 @@ class Network(_Closable):
         if seed is None:
             gen.seed()
         else:
-            gen.manual_seed(check.check_int("seed", seed, 0))
+            gen.manual_seed(check.check_int("seed", seed, 0, 2**64 - 1))
         weights, biases = [], []
         for layer in self.layers:
             w = torch.randn((layer.out_dim, layer.in_dim), generator=gen, dtype=torch.float64)
@@ -276,12 +276,12 @@ def inference_network(in_dim: int, layers, *, device="cpu", dtype=torch.float32,
     for i, spec in enumerate(specs):
         if not isinstance(spec, LayerSpec):
             raise TypeError(f"layers[{i}]: expected a fully_connected(...) spec, got {spec!r}")
-    if convention not in CONVENTIONS:
+    if not isinstance(convention, str) or convention not in CONVENTIONS:
         raise ValueError(f"convention: expected one of {', '.join(CONVENTIONS)}, "
                          f"got {convention!r}")
     check.check_dtype(dtype)
     if seed is not None:
-        check.check_int("seed", seed, 0)
+        check.check_int("seed", seed, 0, 2**64 - 1)   # torch.Generator's range
     backend = get_backend(device, dtype)
     net = Network(backend, in_dim, specs, convention)
     return net.init_(seed)

@@ -123,7 +123,7 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
 
 @torch.no_grad()
 def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), guard=True,
-        guard_factor=1e3, guard_every=1, on_divergence="raise", max_backoffs=5,
+        guard_factor=1e3, guard_every=16, on_divergence="raise", max_backoffs=5,
         checkpoint=None, checkpoint_every=None):
     """Train ``train`` towards targets ``y`` (n, out_dim) on ``cost``.
 

@@ -112,7 +112,7 @@ def test_periodic_saves_hold_only_verified_states(device, tmp_path):
     train = sn.training_network(article_net(device), x)
     with pytest.raises(sn.DivergenceError):
         sn.sgd(train, y, sn.quadratic_cost, 100, Saboteur(0.1, 57), checkpoint=path,
-               checkpoint_every=10)
+               checkpoint_every=10, guard_every=1)
     saved = sn.load_training(path, x)
     assert saved.epoch == 50
     ref = sn.training_network(article_net(device), x)
@@ -221,14 +221,19 @@ KILL_TRIALS = 100
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_sigkill_during_save_leaves_old_or_new(tmp_path):
-    """A forked child saves two 0.5M-parameter networks A and B alternately to
-    one path until SIGKILL arrives after a random delay (0-30 ms: within the
-    first saves, most land mid-write or mid-fsync).  Afterwards the path
-    must hold A or B, bit for bit, or nothing if no save had finished
-    before.  Half the trials start with A already in place."""
+    """A forked child saves two 0.5M-parameter networks B and A alternately
+    to one path, reporting each finished save through a pipe.  The parent
+    waits for j (random, 0-3) finished saves, then sends SIGKILL after a
+    random delay up to twice the measured duration of one save, so kills
+    land in every phase of a save (writing, fsync, rename, folder fsync).
+    Afterwards the path must hold A or B, bit for bit, or nothing if no save
+    had finished.  Odd trials start with A already in place."""
     nets = [sn.inference_network(700, [sn.fully_connected(700, sn.tanh)], seed=s)
             for s in (1, 2)]
     expected = [sn.to_numpy(n.params) for n in nets]
+    start = time.perf_counter()
+    sn.save(nets[0], tmp_path / "timing.ckpt")
+    one_save = time.perf_counter() - start
     rng = random.Random(1)
     outcomes = {"A": 0, "B": 0, "absent": 0}
     for trial in range(KILL_TRIALS):
@@ -236,18 +241,25 @@ def test_sigkill_during_save_leaves_old_or_new(tmp_path):
         path.parent.mkdir()
         if trial % 2:
             sn.save(nets[0], path)
+        read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:   # child: save B, A, B, ... forever
             try:
+                os.close(read_end)
                 i = 1
                 while True:
                     sn.save(nets[i], path)
+                    os.write(write_end, b"s")
                     i ^= 1
             finally:
                 os._exit(1)
-        time.sleep(rng.uniform(0, 0.03))
+        os.close(write_end)
+        for _ in range(rng.randrange(4)):
+            assert os.read(read_end, 1) == b"s"
+        time.sleep(rng.uniform(0, 2 * one_save))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        os.close(read_end)
         if not path.exists():
             assert trial % 2 == 0, "the old checkpoint vanished"
             outcomes["absent"] += 1
