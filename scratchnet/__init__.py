@@ -18,6 +18,7 @@ from .arrays import amax, to_numpy
 from .backends import available_devices
 from .checkpoint import CheckpointError, load, load_training, save
 from .costs import quadratic_cost
+from .distributed import distributed_training_network
 from .guard import DivergenceError, DivergenceWarning
 from .layers import fully_connected
 from .network import Network, TrainingNetwork, inference_network, training_network
@@ -26,8 +27,9 @@ from .sgd import sgd
 
 __all__ = [
     "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
-    "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
-    "sigmoid", "tanh", "to_numpy", "training_network",
+    "distributed", "distributed_training_network", "fully_connected", "inference_network",
+    "linear", "quadratic_cost", "relu", "sgd", "sigmoid", "tanh", "to_numpy",
+    "training_network",
     # reliability: guard, checkpoints
     "CheckpointError", "DivergenceError", "DivergenceWarning", "load", "load_training", "save",
 ]

@@ -230,7 +230,7 @@ class Guard:
         on the failure path)."""
         from .sgd import run_epochs  # sgd imports this module
         run_epochs(train, self.cost, 0, None)
-        return self.cost.finish(train.backend.read_scalar(train.cost_sum), train.n)
+        return self.cost.finish(train.backend.read_scalar(train.cost_sum), train.n_global)
 
     def _diverged(self, train, epoch: int, cost: float):
         slot = self.verified

@@ -50,6 +50,7 @@ from .costs import QuadraticCost
 from .guard import Guard
 from .network import TrainingNetwork
 from .optim import as_optimizer
+from .tensorboard import TensorBoardLogger
 
 
 def _parse_schedule(schedule) -> list[tuple[int, object]]:
@@ -72,22 +73,35 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
     Σ(a − y)² of each epoch's forward pass (before its update) goes into
     ``cost_slots[i]`` when given (one 1-element device array per epoch),
     else only the last epoch's goes into ``train.cost_sum``.  With 0 epochs:
-    one forward pass and its cost, no update."""
+    one forward pass and its cost, no update.
+
+    Data parallel (``train.all_reduce`` set, see ``scratchnet/distributed.py``):
+    every epoch's cost goes into ``cost_sum``, the tail of the gradient
+    buffer, and one all-reduce between backward and update sums gradients and
+    cost over the ranks; so every rank runs the same collectives whatever
+    monitors it has, and reads only global costs."""
     be = train.backend
     out = train.layers[-1]
+    reduce = train.all_reduce
     if epochs == 0:
         train.forward()
         cost.output_gradient(be, out.z, out.a, train.y)
         cost.accumulate(be, out.z, train.cost_sum)
+        if reduce is not None:
+            reduce(train.cost_sum)
     last = epochs - 1
     for epoch in range(epochs):
         train.forward()
         cost.output_gradient(be, out.z, out.a, train.y)
-        if cost_slots is not None:
-            cost.accumulate(be, out.z, cost_slots[epoch])
-        elif epoch == last:
+        if reduce is not None or (cost_slots is None and epoch == last):
             cost.accumulate(be, out.z, train.cost_sum)
+        elif cost_slots is not None:
+            cost.accumulate(be, out.z, cost_slots[epoch])
         train.backward()
+        if reduce is not None:
+            reduce(train.reduce_buffer)
+            if cost_slots is not None:
+                be.copy_(cost_slots[epoch], train.cost_sum)
         optimizer.step(train)
         train.epoch += 1
 
@@ -103,7 +117,7 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
     optimizer.prepare(train)
     if not monitors or epochs == 0:
         run_epochs(train, cost, epochs, optimizer)
-        return cost.finish(train.backend.read_scalar(train.cost_sum), train.n)
+        return cost.finish(train.backend.read_scalar(train.cost_sum), train.n_global)
     chunk = min(m.chunk for m in monitors)
     last = math.nan
     target = train.epoch + epochs   # a monitor may move train.epoch back
@@ -111,7 +125,7 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
         k = min(chunk, target - train.epoch)
         first = train.epoch
         run_epochs(train, cost, k, optimizer, train.cost_slots(k))
-        costs = [cost.finish(raw, train.n) for raw in train.read_costs(k)]
+        costs = [cost.finish(raw, train.n_global) for raw in train.read_costs(k)]
         last = costs[-1]
         for monitor in monitors:
             replacement = monitor.after_chunk(train, first, costs)
@@ -122,9 +136,10 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
 
 
 @torch.no_grad()
-def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), guard=True,
-        guard_factor=1e3, guard_every=16, on_divergence="raise", max_backoffs=5,
-        checkpoint=None, checkpoint_every=None):
+def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log_dir=None,
+        test=None, log_every=1, hist_every=None, guard=True, guard_factor=1e3,
+        guard_every=16, on_divergence="raise", max_backoffs=5, checkpoint=None,
+        checkpoint_every=None):
     """Train ``train`` towards targets ``y`` (n, out_dim) on ``cost``.
 
     ``sgd(train, y, cost, epochs, hyper)``: ``epochs`` steps with ``hyper``
@@ -138,6 +153,11 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), gua
 
     ``monitors``: objects that watch the per-epoch cost (see the module
     docstring).
+
+    ``log_dir``: log to TensorBoard (a run directory or a caller's
+    ``SummaryWriter``): cost, per-layer max |w| and norm every ``log_every``
+    epochs, the cost on ``test=(x_test, y_test)`` when given, weight
+    histograms every ``hist_every`` epochs (see :mod:`scratchnet.tensorboard`).
 
     ``guard`` (default on): the divergence guard, :class:`~scratchnet.guard.Guard`.
     When a cost is non-finite or exceeds ``guard_factor`` × the best cost of
@@ -180,12 +200,19 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), gua
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise TypeError(f"monitors[{i}]: expected a monitor with an int chunk >= 1, "
                             f"got {monitor!r}")
+    logger = None
+    if log_dir is not None or test is not None or hist_every is not None or log_every != 1:
+        logger = TensorBoardLogger(log_dir, train=train, test=test, log_every=log_every,
+                                   hist_every=hist_every)
     watch = Guard.build(guard, factor=guard_factor, every=guard_every,
                         on_divergence=on_divergence, max_backoffs=max_backoffs,
-                        optimizers=[opt for _, opt in schedule], listeners=monitors)
+                        optimizers=[opt for _, opt in schedule],
+                        listeners=[m for m in [logger, *monitors] if m is not None])
     saver = Checkpointer.build(checkpoint, checkpoint_every, watch)
-    # the guard first (it restores before others see a chunk), the saver last
-    monitors = [m for m in [watch, *monitors, saver] if m is not None]
+    # The logger first: a chunk is logged (explosion included) before the
+    # guard can stop training; then the guard, which restores before the
+    # caller's monitors see a chunk; the saver last.
+    monitors = [m for m in [logger, watch, *monitors, saver] if m is not None]
 
     train.load_y(y)
     for monitor in monitors:

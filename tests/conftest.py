@@ -36,6 +36,16 @@ def _device_params():
 DEVICES = _device_params()
 
 
+def pytest_report_header(config):
+    """One line naming every backend and why any is skipped."""
+    parts = []
+    for prefix in backends.prefixes():
+        if prefix != "meta":
+            reason = backends.unavailable_reason(prefix)
+            parts.append(f"{prefix}: " + ("runs" if reason is None else f"skipped ({reason})"))
+    return "scratchnet devices: " + "; ".join(parts)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     """A device string usable now; the test runs once per backend."""
