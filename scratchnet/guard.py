@@ -32,7 +32,7 @@ of the parameters and one read): NaN weights are never handed back.
 
 ``guard_every`` (default 16) is the number of epochs between reads and
 snapshots: every epoch's cost is still checked, in chunks; 16 keeps the
-guard's cost near 1% of an epoch on the article workload where checking
+guard's cost at 1-4% of an epoch on the article workload where checking
 every epoch costs ~8% (README, "Reliability").
 
 Snapshots are ``backend.copy_`` of ``net.params`` (one flat array) and of

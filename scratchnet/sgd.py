@@ -165,7 +165,7 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
     epoch are restored and :class:`~scratchnet.DivergenceError` is raised;
     ``on_divergence="backoff"`` halves η instead (at most ``max_backoffs``
     times) and runs the lost epochs again.  ``guard_every`` (16): epochs
-    between the guard's reads and snapshots; 16 keeps its cost near 1% on
+    between the guard's reads and snapshots; 16 keeps its cost at 1-4% on
     the article workload where every epoch costs ~8% (README, Reliability).
     ``guard=False`` lets a run explode.
 
