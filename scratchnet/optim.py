@@ -75,8 +75,8 @@ def momentum_update(backend, weights, velocity, weights_grad, *, eta: float, lam
                             mu=mu, nesterov=nesterov)
 
 
-def adam_update(backend, weights, m, v, weights_grad, *, eta: float, lam: float, beta1: float,
-                beta2: float, eps: float, t: int, n: int) -> None:
+def adam_update(backend, weights, m, v, weights_grad, count, *, eta: float, lam: float,
+                beta1: float, beta2: float, eps: float, t: int, n: int) -> None:
     """Adam (Kingma & Ba 2015) on the weights, with decoupled decay as in
     Deep Diamond; ĝ = (1/n) δ a_{l−1}ᵀ is the mean gradient and t = 1, 2, …
     the number of Adam steps taken on this state:
@@ -91,8 +91,10 @@ def adam_update(backend, weights, m, v, weights_grad, *, eta: float, lam: float,
     bias correction 1 − βᵗ is about the number of averages m and v have
     seen.  With λ = 0 this is ``torch.optim.Adam``; with λ > 0
     ``torch.optim.AdamW(weight_decay=λ/n)``.  The biases are stepped by
-    :func:`bias_update` (plain SGD, as in Deep Diamond)."""
-    backend.adam_update(weights, m, v, weights_grad, scale=1.0 / n, beta1=beta1, beta2=beta2,
+    :func:`bias_update` (plain SGD, as in Deep Diamond).  ``count`` is the
+    device copy of t (a 1-element array the kernel increments to t)."""
+    backend.adam_update(weights, m, v, weights_grad, count, scale=1.0 / n, beta1=beta1,
+                        beta2=beta2,
                         eps=eps, step=eta / (1.0 - beta1 ** t),
                         sqrt_c2=math.sqrt(1.0 - beta2 ** t), decay=eta * lam / n)
 
@@ -102,13 +104,14 @@ def bias_update(backend, biases, biases_grad, *, eta: float, n: int) -> None:
     backend.axpy_(biases, -eta / n, biases_grad)
 
 
-def _state(train, key: str):
-    """A zero-filled weights-sized device buffer ``train.state[key]``,
-    allocated only when missing (a guard backoff or a resumed run hands
-    over state that must be kept)."""
+def _state(train, key: str, size: int | None = None):
+    """A zero-filled device buffer ``train.state[key]`` (weights-sized unless
+    ``size``), allocated only when missing (a guard backoff or a resumed run
+    hands over state that must be kept)."""
+    size = train.net.n_weights if size is None else size
     buf = train.state.get(key)
-    if buf is None or tuple(buf.shape) != (train.net.n_weights,):
-        buf = train.state[key] = train.backend.zeros((train.net.n_weights,))
+    if buf is None or tuple(buf.shape) != (size,):
+        buf = train.state[key] = train.backend.zeros((size,))
     return buf
 
 
@@ -153,7 +156,8 @@ class SGD:
 
     def prepare(self, train) -> None:
         """Allocate the velocity (zero) in ``train.state`` if momentum is on
-        and it is missing; plain SGD has no state."""
+        and it is missing; plain SGD has no state.  Only what is missing: a
+        resumed checkpoint or a guard backoff hands over state to keep."""
         if self.mu:
             _state(train, "velocity")
 
@@ -172,7 +176,8 @@ class Adam:
     """Adam with learning rate ``eta``, decoupled weight decay ``lam``,
     moment decay rates ``beta1``, ``beta2`` in [0, 1) and ``eps`` > 0: see
     :func:`adam_update` (weights) and :func:`bias_update` (biases).  The
-    moments m, v and the step count t live in ``train.state``."""
+    moments m, v and the step count t live on the device in ``train.state``
+    (``"adam.m"``, ``"adam.v"``, ``"adam.t"``)."""
 
     def __init__(self, eta: float = 1e-3, lam: float = 0.0, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8):
@@ -181,6 +186,7 @@ class Adam:
         self.beta1 = _check_fraction("beta1", beta1)
         self.beta2 = _check_fraction("beta2", beta2)
         self.eps = check.check_real("eps", eps, positive=True)
+        self._t = None   # (the device count it mirrors, t): see prepare()
 
     def __repr__(self) -> str:
         return (f"Adam(eta={self.eta}, lam={self.lam}, beta1={self.beta1}, "
@@ -192,17 +198,25 @@ class Adam:
         return type(self)(eta, self.lam, self.beta1, self.beta2, self.eps)
 
     def prepare(self, train) -> None:
-        """Allocate m and v (zero) and t = 0 in ``train.state`` if missing."""
+        """Allocate m, v and t (zero) in ``train.state`` if missing, and read
+        t to the host: the bias corrections 1 − βᵗ are host numbers, so the
+        host keeps a copy of t and the kernel keeps the device's in step.
+        One read per ``prepare`` (per schedule entry), none per step."""
         _state(train, "adam.m")
         _state(train, "adam.v")
-        train.state.setdefault("adam.t", 0)
+        count = _state(train, "adam.t", 1)
+        self._t = (count, int(round(train.backend.read_scalar(count))))
 
     def step(self, train) -> None:
         be, n = train.backend, _batch(train)
-        train.state["adam.t"] += 1
+        count = train.state["adam.t"]
+        if self._t is None or self._t[0] is not count:
+            self._t = (count, int(round(be.read_scalar(count))))   # another state
+        t = self._t[1] + 1
+        self._t = (count, t)
         adam_update(be, train.weights_flat, train.state["adam.m"], train.state["adam.v"],
-                    train.weights_grad, eta=self.eta, lam=self.lam, beta1=self.beta1,
-                    beta2=self.beta2, eps=self.eps, t=train.state["adam.t"], n=n)
+                    train.weights_grad, count, eta=self.eta, lam=self.lam, beta1=self.beta1,
+                    beta2=self.beta2, eps=self.eps, t=t, n=n)
         bias_update(be, train.biases_flat, train.biases_grad, eta=self.eta, n=n)
 
 

@@ -170,6 +170,14 @@ class TensorBoardLogger:
             self._pending = (step, costs[-1])
         return None
 
+    def eta_changed(self, train, epoch, eta) -> None:
+        """The divergence guard's backoff restored epoch ``epoch`` and set η:
+        log ``train/eta`` there and resume logging from that step."""
+        if self.writer is not None:
+            self.writer.add_scalar("train/eta", eta, epoch)
+        self._last = min(self._last, epoch)
+        self._pending = None
+
     def finish(self, train) -> None:
         """Log the call's last epoch if its chunk was not logged, then flush
         (a caller's writer) or close (our own) and release the buffers."""

@@ -90,7 +90,8 @@ def train_one(logdir: Path, eta: float, lam: float, seed: int, args, bar) -> dic
         try:
             sn.sgd(train, y, sn.quadratic_cost, args.epochs, (eta, lam), log_dir=writer,
                    test=(x_test, y_test), log_every=args.log_every,
-                   hist_every=args.hist_every, monitors=[watch])
+                   hist_every=args.hist_every, monitors=[watch],
+                   guard=False)   # the sweep records divergence itself (Watch)
         except Diverged:
             stopped = True
         test_cost = sn.quadratic_cost(y_test, net(x_test))

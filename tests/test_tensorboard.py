@@ -140,7 +140,7 @@ def test_a_diverging_run_logs_nan_without_crashing(device, tmp_path):
     train = sn.training_network(article_net(device), x)
     with np.errstate(all="ignore"):
         last = sn.sgd(train, y, sn.quadratic_cost, 8, 1e4, log_dir=tmp_path, test=(x, y),
-                      hist_every=1)
+                      hist_every=1, guard=False)   # the guard would stop the explosion
     assert math.isnan(last)
     logged, hists, _ = read(tmp_path)
     assert [s for s, _ in logged["cost/train"]] == list(range(1, 9))
@@ -287,3 +287,20 @@ def test_the_logger_as_a_monitor(tmp_path):
     with pytest.raises(ValueError, match="train: this TensorBoardLogger was made for another"):
         sn.sgd(other, y, sn.quadratic_cost, 2, 0.1, monitors=[logger])
     assert other.epoch == 0
+
+
+def test_guard_backoff_logs_train_eta(tmp_path):
+    """on_divergence="backoff" with logging on: each backoff writes
+    train/eta at the restored epoch (the guard's eta_changed hook), and the
+    cost keeps being logged after the rewind."""
+    from test_guard import Saboteur
+
+    x, y = regression_data(64)
+    train = sn.training_network(article_net("cpu"), x)
+    with pytest.warns(sn.DivergenceWarning):
+        sn.sgd(train, y, sn.quadratic_cost, 12, Saboteur(0.2, 6, times=1), log_dir=tmp_path,
+               on_divergence="backoff", guard_every=1)
+    logged, _, _ = read(tmp_path)
+    assert logged["train/eta"] == [(6, pytest.approx(0.1))]
+    steps = [s for s, _ in logged["cost/train"]]
+    assert steps[-1] == 12 and all(math.isfinite(v) for _, v in logged["cost/train"][-5:])

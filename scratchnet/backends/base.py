@@ -222,11 +222,14 @@ class Backend(abc.ABC):
         The decay is added to the step, not applied as (1 − decay)·w."""
         raise self._missing("momentum_update")
 
-    def adam_update(self, w, m, v, g, *, scale: float, beta1: float, beta2: float, eps: float,
-                    step: float, sqrt_c2: float, decay: float) -> None:
+    def adam_update(self, w, m, v, g, count, *, scale: float, beta1: float, beta2: float,
+                    eps: float, step: float, sqrt_c2: float, decay: float) -> None:
         """Elementwise over the flat weights (see ``scratchnet/optim.py``),
         with ĝ = scale·g:  m := β₁m + (1 − β₁)ĝ;  v := β₂v + (1 − β₂)ĝ²;
-        w := w − decay·w − step · m / (√v / sqrt_c2 + ε)."""
+        w := w − decay·w − step · m / (√v / sqrt_c2 + ε); and the 1-element
+        ``count`` := count + 1 (Adam's t, kept on the device with m and v so
+        that checkpoints and the guard's snapshots carry it).  ``g`` may be
+        overwritten."""
         raise self._missing("adam_update")
 
     def index_buffer(self, size: int) -> Any:

@@ -213,7 +213,9 @@ class TorchBackend(Backend):
             g.add_(w, alpha=-decay)
         w.add_(g)
 
-    def adam_update(self, w, m, v, g, *, scale, beta1, beta2, eps, step, sqrt_c2, decay):
+    def adam_update(self, w, m, v, g, count, *, scale, beta1, beta2, eps, step, sqrt_c2,
+                    decay):
+        count.add_(self._k(1.0))                             # t
         g.mul_(self._k(scale))                               # ĝ
         m.mul_(self._k(beta1)).add_(g, alpha=1.0 - beta1)
         v.mul_(self._k(beta2)).addcmul_(g, g, value=1.0 - beta2)
