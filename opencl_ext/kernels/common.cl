@@ -33,15 +33,46 @@
 #define REAL4 CAT(REAL, 4)
 #define REAL8 CAT(REAL, 8)
 
+/* VLOAD(p) / VSTORE(v, p): VW consecutive elements at p (element-aligned
+ * only, since views start anywhere), as one SIMD load or store.  Spelled out
+ * element by element rather than with vloadN/vstoreN: the compiler merges
+ * these into a single unaligned vector move, while PoCL 3.0 leaves builtins
+ * (vloadN, vstoreN, min, fabs, ...) as out-of-line calls, one per vector,
+ * which made the kernels several times slower.  For the same reason the
+ * kernels below use ternaries instead of min/max/fabs/isnan. */
 #if VW == 1
 #define REALV REAL
 #define VLOAD(p) (*(p))
 #define VSTORE(v, p) (*(p) = (v))
+#elif VW == 2
+#define REALV REAL2
+#define VLOAD(p) ((REALV)((p)[0], (p)[1]))
+#define VSTORE(v, p) do { REALV v_ = (v); (p)[0] = v_.s0; (p)[1] = v_.s1; } while (0)
+#elif VW == 4
+#define REALV REAL4
+#define VLOAD(p) ((REALV)((p)[0], (p)[1], (p)[2], (p)[3]))
+#define VSTORE(v, p) do { REALV v_ = (v); (p)[0] = v_.s0; (p)[1] = v_.s1; \
+                          (p)[2] = v_.s2; (p)[3] = v_.s3; } while (0)
+#elif VW == 8
+#define REALV REAL8
+#define VLOAD(p) ((REALV)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
+#define VSTORE(v, p) do { REALV v_ = (v); (p)[0] = v_.s0; (p)[1] = v_.s1; \
+                          (p)[2] = v_.s2; (p)[3] = v_.s3; (p)[4] = v_.s4; (p)[5] = v_.s5; \
+                          (p)[6] = v_.s6; (p)[7] = v_.s7; } while (0)
+#elif VW == 16
+#define REALV CAT(REAL, 16)
+#define VLOAD(p) ((REALV)(VLOAD8_(p), VLOAD8_((p) + 8)))
+#define VLOAD8_(p) (REAL8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7])
+#define VSTORE(v, p) do { REALV v_ = (v); (p)[0] = v_.s0; (p)[1] = v_.s1; \
+                          (p)[2] = v_.s2; (p)[3] = v_.s3; (p)[4] = v_.s4; (p)[5] = v_.s5; \
+                          (p)[6] = v_.s6; (p)[7] = v_.s7; (p)[8] = v_.s8; (p)[9] = v_.s9; \
+                          (p)[10] = v_.sa; (p)[11] = v_.sb; (p)[12] = v_.sc; \
+                          (p)[13] = v_.sd; (p)[14] = v_.se; (p)[15] = v_.sf; } while (0)
 #else
-#define REALV CAT(REAL, VW)
-#define VLOAD(p) CAT(vload, VW)(0, (p))
-#define VSTORE(v, p) CAT(vstore, VW)((v), 0, (p))
+#error "VW must be 1, 2, 4, 8 or 16"
 #endif
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 #define ACT_LINEAR 0
 #define ACT_SIGMOID 1

@@ -42,21 +42,25 @@ __kernel void small_gemm(const int M, const int K, const int n,
     bias += bias_off;
 
     /* Rows past M repeat row M - 1 (valid memory); their results are dropped. */
-    int arow[TM];
-    for (int r = 0; r < TM; ++r) arow[r] = min(m0 + r, M - 1) * a_rs;
+    __global const REAL *arow[TM];
+#pragma unroll
+    for (int r = 0; r < TM; ++r) arow[r] = A + (size_t)MIN(m0 + r, M - 1) * a_rs;
 
     if (j + VW <= n) {
         REALV acc[TM];
+#pragma unroll
         for (int r = 0; r < TM; ++r) acc[r] = (REALV)(0);
-        for (int k = 0; k < K; ++k) {
-            const REALV bv = VLOAD(B + (size_t)k * n);
+        __global const REAL *bp = B;
+        for (int k = 0; k < K; ++k, bp += n) {
+            const REALV bv = VLOAD(bp);
             const int kc = k * a_cs;
-            for (int r = 0; r < TM; ++r) acc[r] += (REALV)(A[arow[r] + kc]) * bv;
+#pragma unroll
+            for (int r = 0; r < TM; ++r) acc[r] += arow[r][kc] * bv;
         }
         for (int r = 0; r < TM && m0 + r < M; ++r) {
             const size_t row = (size_t)(m0 + r) * n;
             REALV v = acc[r];
-            if (bias_sign != 0) v += (REALV)(bias_sign * bias[m0 + r]);
+            if (bias_sign != 0) v += bias_sign * bias[m0 + r];
             v = ACTIVATE(REALV, act, v);
             if (dact != ACT_LINEAR) {
                 const REALV dv = VLOAD(D + row);
@@ -67,10 +71,13 @@ __kernel void small_gemm(const int M, const int K, const int n,
     } else {
         for (int jj = 0; jj < n - j; ++jj) {
             REAL acc[TM];
+#pragma unroll
             for (int r = 0; r < TM; ++r) acc[r] = 0;
             for (int k = 0; k < K; ++k) {
                 const REAL bv = B[(size_t)k * n + jj];
-                for (int r = 0; r < TM; ++r) acc[r] += A[arow[r] + k * a_cs] * bv;
+                const int kc = k * a_cs;
+#pragma unroll
+                for (int r = 0; r < TM; ++r) acc[r] += arow[r][kc] * bv;
             }
             for (int r = 0; r < TM && m0 + r < M; ++r) {
                 const size_t row = (size_t)(m0 + r) * n;
@@ -111,40 +118,51 @@ __kernel void wgrad_partial(const int out, const int in, const int n, const int 
     const int k0 = (tile % kblocks) * TK;
     if (i0 >= out) return;
     const int j0 = c * chunk;
-    const int j1 = min(j0 + chunk, n);
+    const int j1 = MIN(j0 + chunk, n);
 
     /* Rows past the matrix repeat its last row; their sums are dropped. */
     __global const REAL *drow[TI];
     __global const REAL *arow[TK];
-    for (int r = 0; r < TI; ++r) drow[r] = delta + delta_off + (size_t)min(i0 + r, out - 1) * n;
-    for (int s = 0; s < TK; ++s) arow[s] = a + a_off + (size_t)min(k0 + s, in - 1) * n;
+    #pragma unroll
+    for (int r = 0; r < TI; ++r) drow[r] = delta + delta_off + (size_t)MIN(i0 + r, out - 1) * n;
+    #pragma unroll
+    for (int s = 0; s < TK; ++s) arow[s] = a + a_off + (size_t)MIN(k0 + s, in - 1) * n;
 
     REALV acc[TI][TK];
     REALV dsum[TI];
+    #pragma unroll
     for (int r = 0; r < TI; ++r) {
         dsum[r] = (REALV)(0);
+        #pragma unroll
         for (int s = 0; s < TK; ++s) acc[r][s] = (REALV)(0);
     }
     int j = j0;
     for (; j + VW <= j1; j += VW) {
         REALV av[TK];
+        #pragma unroll
         for (int s = 0; s < TK; ++s) av[s] = VLOAD(arow[s] + j);
+        #pragma unroll
         for (int r = 0; r < TI; ++r) {
             const REALV dv = VLOAD(drow[r] + j);
             dsum[r] += dv;
+            #pragma unroll
             for (int s = 0; s < TK; ++s) acc[r][s] += dv * av[s];
         }
     }
     REAL tacc[TI][TK];
     REAL tsum[TI];
+    #pragma unroll
     for (int r = 0; r < TI; ++r) {
         tsum[r] = hsum(dsum[r]);
+        #pragma unroll
         for (int s = 0; s < TK; ++s) tacc[r][s] = hsum(acc[r][s]);
     }
     for (; j < j1; ++j) { /* the n % VW leftover columns of the last chunk */
+        #pragma unroll
         for (int r = 0; r < TI; ++r) {
             const REAL dv = drow[r][j];
             tsum[r] += dv;
+            #pragma unroll
             for (int s = 0; s < TK; ++s) tacc[r][s] += dv * arow[s][j];
         }
     }

@@ -12,8 +12,10 @@
  * Stage 2 (reduce_finish): one work-item combines P[0 .. parts) into out[0].
  * The result stays on the device: nothing here synchronises with the host. */
 
-/* Combine step for op 1 on scalars or vectors: the NaN sticks once seen. */
-#define MAXABS(T, m, v) (isnan(v) || (v) > (m) ? (v) : (m))
+/* Combine step for op 1 on scalars or vectors: the NaN sticks once seen
+ * (v != v is the NaN test; the kernels are built without fast-math). */
+#define MAXABS(m, v) ((v) != (v) || (v) > (m) ? (v) : (m))
+#define ABS(T, v) ((v) < (T)(0) ? -(v) : (v))
 
 __kernel void reduce_partial(const int op, const int n, const int chunk,
                              __global const REAL *x, const long x_off,
@@ -23,7 +25,7 @@ __kernel void reduce_partial(const int op, const int n, const int chunk,
     const int c = get_global_id(0);
     const int i0 = c * chunk;
     if (i0 >= n) return;
-    const int i1 = min(i0 + chunk, n);
+    const int i1 = MIN(i0 + chunk, n);
     x += x_off;
     int i = i0;
     REAL r;
@@ -38,8 +40,9 @@ __kernel void reduce_partial(const int op, const int n, const int chunk,
     } else {
         REALV m = (REALV)(0);
         for (; i + VW <= i1; i += VW) {
-            const REALV v = fabs(VLOAD(x + i));
-            m = MAXABS(REALV, m, v);
+            const REALV x_ = VLOAD(x + i);
+            const REALV v = ABS(REALV, x_);
+            m = MAXABS(m, v);
         }
 #if VW == 1
         r = m;
@@ -47,12 +50,12 @@ __kernel void reduce_partial(const int op, const int n, const int chunk,
         r = 0;
         for (int t = 0; t < VW; ++t) {
             const REAL v = ((REAL *)&m)[t];
-            r = MAXABS(REAL, r, v);
+            r = MAXABS(r, v);
         }
 #endif
         for (; i < i1; ++i) {
-            const REAL v = fabs(x[i]);
-            r = MAXABS(REAL, r, v);
+            const REAL v = ABS(REAL, x[i]);
+            r = MAXABS(r, v);
         }
     }
     if (direct) out[out_off] = r;
@@ -65,7 +68,7 @@ __kernel void reduce_finish(const int op, const int parts, __global const REAL *
     REAL r = 0;
     for (int c = 0; c < parts; ++c) {
         if (op == 0) r += P[c];
-        else r = MAXABS(REAL, r, P[c]);
+        else r = MAXABS(r, P[c]);
     }
     out[out_off] = r;
 }
