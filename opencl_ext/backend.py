@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -133,6 +132,41 @@ def _tuning(device: Any, np_dtype: np.dtype) -> dict[str, int]:
             "min_items": 64 * device.max_compute_units}
 
 
+class _Kernels:
+    """The kernels of one program, each created on first use.
+
+    Creating a kernel and declaring its scalar argument types costs about a
+    millisecond (PoCL plus pyopencl's generated invoker), so a backend that
+    is opened, used for a few operations and closed pays only for those."""
+
+    #: Scalar argument types per kernel (None: a buffer); "r" is the dtype.
+    SIGNATURES = {
+        "small_gemm": "i i i B l i i B l B l r i B l i B l",
+        "wgrad_partial": "i i i i B l B l i B l B l B",
+        "wgrad_finish": "i i i B B l B l",
+        "activation_forward": "i i B l B l",
+        "activation_backward": "i i B l B l",
+        "axpby": "i r B l B l B l",
+        "transpose": "i i B l B l",
+        "reduce_partial": "i i i B l i B l B",
+        "reduce_finish": "i i B B l",
+    }
+
+    def __init__(self, program: Any, np_dtype: np.dtype, tune: dict[str, int]):
+        self._program = program
+        self._types = {"i": np.int32, "l": np.int64, "r": np_dtype.type, "B": None}
+        self.tune = tune
+
+    def __getattr__(self, name: str) -> Any:
+        signature = self.SIGNATURES.get(name)
+        if signature is None:
+            raise AttributeError(name)
+        kernel = cl.Kernel(self._program, name)
+        kernel.set_scalar_arg_dtypes([self._types[c] for c in signature.split()])
+        setattr(self, name, kernel)
+        return kernel
+
+
 class _DeviceState:
     """One context + in-order queue + compiled kernels per dtype.
 
@@ -149,37 +183,20 @@ class _DeviceState:
         self.owned = owned
         self.users = 0
         self.closed = False
-        self._kernels: dict[np.dtype, SimpleNamespace] = {}
+        self._kernels: dict[np.dtype, _Kernels] = {}
 
-    def kernels(self, np_dtype: np.dtype) -> SimpleNamespace:
-        """The kernels for ``np_dtype``, compiled on first use (once per
-        context and dtype), with their scalar argument types declared."""
+    def kernels(self, np_dtype: np.dtype) -> _Kernels:
+        """The kernels for ``np_dtype``; the program is built on first use
+        (once per context and dtype, from the cached binary after the first
+        context in the process)."""
         k = self._kernels.get(np_dtype)
-        if k is not None:
-            return k
-        tune = _tuning(self.device, np_dtype)
-        real = "double" if np_dtype == np.float64 else "float"
-        options = [f"-DREAL={real}"] + [f"-D{key}={tune[key]}"
-                                        for key in ("VW", "TM", "TI", "TK")]
-        program = programs.build(self.context, self.device, options)
-        k = SimpleNamespace(tune=tune, **{name: cl.Kernel(program, name)
-                                          for name in programs.KERNEL_NAMES})
-        r = np_dtype.type
-        k.small_gemm.set_scalar_arg_dtypes(
-            [_i32, _i32, _i32, None, _i64, _i32, _i32, None, _i64, None, _i64, r, _i32,
-             None, _i64, _i32, None, _i64])
-        k.wgrad_partial.set_scalar_arg_dtypes(
-            [_i32, _i32, _i32, _i32, None, _i64, None, _i64, _i32, None, _i64, None, _i64,
-             None])
-        k.wgrad_finish.set_scalar_arg_dtypes([_i32, _i32, _i32, None, None, _i64, None, _i64])
-        k.activation_forward.set_scalar_arg_dtypes([_i32, _i32, None, _i64, None, _i64])
-        k.activation_backward.set_scalar_arg_dtypes([_i32, _i32, None, _i64, None, _i64])
-        k.axpby.set_scalar_arg_dtypes([_i32, r, None, _i64, None, _i64, None, _i64])
-        k.transpose.set_scalar_arg_dtypes([_i32, _i32, None, _i64, None, _i64])
-        k.reduce_partial.set_scalar_arg_dtypes(
-            [_i32, _i32, _i32, None, _i64, _i32, None, _i64, None])
-        k.reduce_finish.set_scalar_arg_dtypes([_i32, _i32, None, None, _i64])
-        self._kernels[np_dtype] = k
+        if k is None:
+            tune = _tuning(self.device, np_dtype)
+            real = "double" if np_dtype == np.float64 else "float"
+            options = [f"-DREAL={real}"] + [f"-D{key}={tune[key]}"
+                                            for key in ("VW", "TM", "TI", "TK")]
+            program = programs.build(self.context, self.device, options)
+            k = self._kernels[np_dtype] = _Kernels(program, np_dtype, tune)
         return k
 
     def teardown(self) -> None:
@@ -373,7 +390,7 @@ class OpenCLBackend(Backend):
             self._k = None
         return state
 
-    def _kernels(self) -> SimpleNamespace:
+    def _kernels(self) -> _Kernels:
         k = self._k
         if k is None:
             state = self._live_state()

@@ -22,11 +22,6 @@ import pyopencl as cl
 #: types and helpers the others use).
 KERNEL_FILES = ("common.cl", "matmul.cl", "elementwise.cl", "reduce.cl")
 
-#: Every kernel the backend calls (checked at build time).
-KERNEL_NAMES = ("small_gemm", "wgrad_partial", "wgrad_finish", "activation_forward",
-                "activation_backward", "axpby", "transpose", "reduce_partial",
-                "reduce_finish")
-
 _lock = threading.Lock()
 _source: str | None = None
 _binaries: dict[tuple, bytes] = {}

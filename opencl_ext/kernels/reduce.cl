@@ -24,7 +24,7 @@ __kernel void reduce_partial(const int op, const int n, const int chunk,
                              __global REAL *P) {
     const int c = get_global_id(0);
     const int i0 = c * chunk;
-    if (i0 >= n) return;
+    if (i0 >= n && c > 0) return;  /* work-item 0 always writes: n = 0 gives 0 */
     const int i1 = MIN(i0 + chunk, n);
     x += x_off;
     int i = i0;
