@@ -58,7 +58,7 @@ class Backend(abc.ABC):
     # ------------------------------------------------------------ discovery
     @classmethod
     @abc.abstractmethod
-    def open(cls, device: str, dtype: torch.dtype) -> "Backend":
+    def open(cls, device: str, dtype: torch.dtype) -> Backend:
         """Return a backend for ``device`` (a full device string such as
         ``"cuda:1"`` or ``"opencl:0:0"``).  Raise ``ValueError`` naming the
         device and what is wrong when it is not usable."""
@@ -81,7 +81,7 @@ class Backend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def for_array(cls, array: Any) -> "Backend":
+    def for_array(cls, array: Any) -> Backend:
         """A backend instance for the device and dtype ``array`` lives on
         (used by :func:`scratchnet.to_numpy` and :func:`scratchnet.amax`)."""
 

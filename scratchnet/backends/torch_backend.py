@@ -30,7 +30,7 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------ discovery
     @classmethod
-    def open(cls, device: str, dtype: torch.dtype) -> "TorchBackend":
+    def open(cls, device: str, dtype: torch.dtype) -> TorchBackend:
         try:
             dev = torch.device(device)
         except RuntimeError as exc:
@@ -141,8 +141,9 @@ class TorchBackend(Backend):
         torch.sub(a, y, out=out)
 
     def sum_squares(self, x, out):
+        # mv of the (1, N) row by itself: torch.dot(out=) allocates a temporary.
         flat = x.view(-1)
-        torch.dot(flat, flat, out=out.view(()))
+        torch.mv(flat.view(1, -1), flat, out=out)
 
     def read_scalar(self, array):
         return float(array.view(()).item())

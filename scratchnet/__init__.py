@@ -1,0 +1,30 @@
+"""scratchnet: deep learning from scratch to GPU, in Python.
+
+A port of Dragan Djuric's *Deep Learning from Scratch to GPU* (2019): fully
+connected networks whose forward and backward passes are written by hand with
+matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
+``opencl_ext``).  Quick tour::
+
+    import scratchnet as sn
+    net = sn.inference_network(4, [sn.fully_connected(32, sn.sigmoid),
+                                   sn.fully_connected(16, sn.tanh),
+                                   sn.fully_connected(1, sn.linear)], seed=0)
+    train = sn.training_network(net, x)            # rows of x are samples
+    sn.sgd(train, y, sn.quadratic_cost, 1000, (0.3, 0.9))
+"""
+
+from .activations import Activation, linear, relu, sigmoid, tanh
+from .arrays import amax, to_numpy
+from .backends import available_devices
+from .costs import quadratic_cost
+from .layers import fully_connected
+from .network import Network, TrainingNetwork, inference_network, training_network
+from .optim import SGD
+from .sgd import sgd
+
+__all__ = [
+    "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
+    "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
+    "sigmoid", "tanh", "to_numpy", "training_network",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,280 @@
+"""Networks: the inference network (owns the parameters) and the training
+network (owns every buffer one epoch on one batch needs).
+
+As in the series (parts 11–12), training shares memory with inference: the
+training network's layers hold *views* of the inference network's weights and
+biases, so training updates ``net`` in place and ``net(x)`` always sees the
+latest weights.  Release is deterministic: ``close()`` (or ``with``) frees
+device memory now, like the series' ``with-release``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import validation as check
+from .backends import get_backend
+from .layers import FullyConnected, FullyConnectedTraining, LayerSpec
+
+CONVENTIONS = {"standard": 1.0, "series": -1.0}
+
+
+class _Closable:
+    """``close()`` once, context-manager support, and a clear error on use
+    after close."""
+
+    _closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__}: this network was closed; its device "
+                             f"memory is released")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Network(_Closable):
+    """A fully connected inference network (see :func:`inference_network`).
+
+    Attributes: ``layers`` (list of :class:`~scratchnet.layers.FullyConnected`),
+    ``in_dim``, ``out_dim``, ``device``, ``dtype``, ``convention``, ``backend``
+    and ``params``: the flat parameter array ``[W_0 … W_{L−1} | b_0 … b_{L−1}]``
+    whose views are the layers' ``weights`` and ``bias``.  The weights come
+    first so weight decay touches one contiguous prefix of ``n_weights``.
+    """
+
+    def __init__(self, backend, in_dim: int, specs: list[LayerSpec], convention: str):
+        self.backend = backend
+        self.in_dim = in_dim
+        self.convention = convention
+        self.bias_sign = CONVENTIONS[convention]
+        dims = [in_dim] + [s.out_dim for s in specs]
+        self.n_weights = sum(o * i for i, o in zip(dims, dims[1:]))
+        self.n_params = self.n_weights + sum(dims[1:])
+        self.params = backend.zeros((self.n_params,))
+        self.layers = []
+        w_at, b_at = 0, self.n_weights
+        for spec, fan_in in zip(specs, dims):
+            w = backend.view(self.params, w_at, (spec.out_dim, fan_in))
+            b = backend.view(self.params, b_at, (spec.out_dim,))
+            w_at += spec.out_dim * fan_in
+            b_at += spec.out_dim
+            self.layers.append(FullyConnected(backend, w, b, spec.activation, self.bias_sign))
+        self.out_dim = dims[-1]
+        self.trainings = 0  # live training networks (they hold views of params)
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backend.dtype
+
+    def __repr__(self) -> str:
+        arch = "-".join([str(self.in_dim)] + [str(la.out_dim) for la in self.layers])
+        acts = ", ".join(la.activation.name for la in self.layers)
+        return (f"Network({arch}, [{acts}], device={self.device!r}, dtype={self.dtype}, "
+                f"convention={self.convention!r})")
+
+    def init_(self, seed: int | None = None) -> Network:
+        """(Re)initialise with the series' final rule (part 13):
+        w ~ N(0, 1) / fan_in, b ~ N(0, 1), drawn on the host in float64 from
+        ``seed`` so every device starts from identical numbers."""
+        self._check_open()
+        gen = torch.Generator(device="cpu")
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(check.check_int("seed", seed, 0))
+        weights, biases = [], []
+        for layer in self.layers:
+            w = torch.randn((layer.out_dim, layer.in_dim), generator=gen, dtype=torch.float64)
+            weights.append((w / layer.in_dim).reshape(-1))
+            biases.append(torch.randn(layer.out_dim, generator=gen, dtype=torch.float64))
+        host = torch.cat(weights + biases)
+        staged = self.backend.from_host(host)
+        self.backend.copy_(self.params, staged)
+        self.backend.release(staged)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x):
+        """Inference on any batch: ``x`` is (n, in_dim), rows are samples;
+        returns a new (n, out_dim) array on the network's device."""
+        self._check_open()
+        be = self.backend
+        x = check.matrix("x", x, be, cols=self.in_dim)
+        a = check.to_columns(x, be)
+        for layer in self.layers:
+            z = be.zeros((layer.out_dim, a.shape[1]))
+            layer.forward(a, z)
+            be.release(a)
+            a = z
+        out = be.transpose(a)
+        be.release(a)
+        return out
+
+    def _release(self) -> None:
+        self.backend.release(self.params)
+        self.params = None
+        for layer in self.layers:
+            layer.weights = layer.bias = None
+
+
+class TrainingNetwork(_Closable):
+    """Every buffer one full-batch epoch needs, allocated once for the batch
+    ``x`` (see :func:`training_network`).
+
+    Attributes: ``net`` (the inference network it trains), ``n`` (batch
+    size), ``epoch`` (epochs trained so far, across :func:`~scratchnet.sgd`
+    calls), ``layers`` (the training layers), ``grads`` (flat gradient array
+    in the layout of ``net.params``), ``output`` (the last layer's a),
+    ``state`` (optimizer state, e.g. momentum buffers, by name).
+    """
+
+    def __init__(self, net: Network, x):
+        be = net.backend
+        self.net = net
+        self.backend = be
+        self.x = check.to_columns(x, be)   # (in, n): samples are columns inside
+        self.n = int(self.x.shape[1])
+        self.epoch = 0
+        self.grads = be.zeros((net.n_params,))
+        self.weights_grad = be.view(self.grads, 0, (net.n_weights,))
+        self.weights_flat = be.view(net.params, 0, (net.n_weights,))
+        self.y = be.zeros((net.out_dim, self.n))
+        self.y_source = None   # (object, version) of the y now in self.y
+        self.cost_sum = be.zeros((1,))
+        self._cost_slots: list = []   # per-epoch cost slots, see cost_slots()
+        self.state: dict = {}
+        self.layers: list[FullyConnectedTraining] = []
+        a_prev, g_prev = self.x, None
+        w_at, b_at = 0, net.n_weights
+        for layer in net.layers:
+            dw = be.view(self.grads, w_at, tuple(layer.weights.shape))
+            db = be.view(self.grads, b_at, tuple(layer.bias.shape))
+            w_at += layer.out_dim * layer.in_dim
+            b_at += layer.out_dim
+            train_layer = FullyConnectedTraining(layer, a_prev, g_prev, dw, db, self.n)
+            self.layers.append(train_layer)
+            a_prev, g_prev = train_layer.a, train_layer.z
+        net.trainings += 1
+
+    @property
+    def output(self):
+        """The last layer's activations a_L (out_dim, n)."""
+        return self.layers[-1].a
+
+    def _check_open(self) -> None:
+        super()._check_open()
+        self.net._check_open()
+
+    def forward(self) -> None:
+        """a_L = net(x) through the training buffers."""
+        for layer in self.layers:
+            layer.forward()
+
+    def backward(self) -> None:
+        """The output layer's z must hold ∇_{a_L}C; fills ``grads``."""
+        for layer in reversed(self.layers):
+            layer.backward()
+
+    def cost_slots(self, k: int) -> list:
+        """``k`` one-element device arrays, views of one buffer, that receive
+        one epoch's Σ(a − y)² each.  Allocated once (grown if a larger ``k``
+        is ever asked for) and reused by every later chunk."""
+        if len(self._cost_slots) < k:
+            if self._cost_slots:
+                self.backend.release(self._cost_buffer)
+            self._cost_buffer = self.backend.zeros((k,))
+            self._cost_slots = [self.backend.view(self._cost_buffer, i, (1,)) for i in range(k)]
+        return self._cost_slots[:k]
+
+    def read_costs(self, k: int) -> list[float]:
+        """The first ``k`` per-epoch cost sums, with one device-to-host copy."""
+        return [float(v) for v in self.backend.to_numpy(self._cost_buffer)[:k]]
+
+    def load_y(self, y) -> None:
+        """Copy validated targets into the y buffer, unless this exact
+        unchanged tensor is already there (a schedule of 4,000 one-epoch
+        calls then copies y once)."""
+        version = getattr(y, "_version", None)
+        if self.y_source is not None and self.y_source[0] is y and version is not None \
+                and self.y_source[1] == version:
+            return
+        staged = check.to_columns(y, self.backend)
+        self.backend.copy_(self.y, staged)
+        self.backend.release(staged)
+        self.y_source = (y, version)
+
+    def _release(self) -> None:
+        be = self.backend
+        for layer in self.layers:
+            layer.release()
+        if self._cost_slots:
+            be.release(self._cost_buffer)
+            self._cost_slots = []
+        for name in ("x", "grads", "y", "cost_sum"):
+            be.release(getattr(self, name))
+            setattr(self, name, None)
+        for buf in self.state.values():
+            be.release(buf)
+        self.state.clear()
+        self.y_source = None
+        self.net.trainings -= 1
+
+
+def inference_network(in_dim: int, layers, *, device="cpu", dtype=torch.float32,
+                      seed: int | None = None, convention: str = "standard") -> Network:
+    """A fully connected network ``in_dim → layers…``, initialised.
+
+    ``layers`` is a list of :func:`~scratchnet.fully_connected` specs.
+    ``device`` picks the backend by prefix (``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``, ``"opencl"``, ``"opencl:P:D"``, ...).  The weights are drawn
+    with the series' rule (w ~ N(0,1)/fan_in, b ~ N(0,1)) from ``seed`` on
+    the host.  ``convention="series"`` uses the series' z = W a − b (and its
+    update), ``"standard"`` z = W a + b.
+    """
+    in_dim = check.check_int("in_dim", in_dim, 1)
+    if isinstance(layers, LayerSpec) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"layers: expected a list of fully_connected(...) specs, got {layers!r}")
+    specs = list(layers)
+    if not specs:
+        raise ValueError("layers: expected at least one fully_connected(...) layer, got none")
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, LayerSpec):
+            raise TypeError(f"layers[{i}]: expected a fully_connected(...) spec, got {spec!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention: expected one of {', '.join(CONVENTIONS)}, "
+                         f"got {convention!r}")
+    check.check_dtype(dtype)
+    if seed is not None:
+        check.check_int("seed", seed, 0)
+    backend = get_backend(device, dtype)
+    net = Network(backend, in_dim, specs, convention)
+    return net.init_(seed)
+
+
+def training_network(net: Network, x) -> TrainingNetwork:
+    """Buffers to train ``net`` on the full batch ``x`` (n, in_dim), rows
+    are samples.  Shares weights with ``net``; x is copied (and transposed)
+    to the device once."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net: expected a scratchnet Network (inference_network(...)), "
+                        f"got {type(net).__name__}")
+    net._check_open()
+    x = check.matrix("x", x, net.backend, cols=net.in_dim)
+    return TrainingNetwork(net, x)

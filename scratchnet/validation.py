@@ -1,0 +1,111 @@
+"""Checks on user input, done before anything is touched.
+
+Every public entry point validates all of its arguments first and only then
+modifies state, so a rejected call leaves weights, biases and buffers as they
+were.  Messages name the argument, what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+_TORCH_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_dtype(dtype: Any) -> torch.dtype:
+    """The network's element type: torch.float32 or torch.float64."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, *, positive: bool = False) -> float:
+    """A finite real number, > 0 when ``positive`` else >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a finite real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value}")
+    return value
+
+
+def matrix(name: str, data: Any, backend, *, cols: int | None = None,
+           rows: int | None = None, check_values: bool = True):
+    """Validate a rows-are-samples matrix and return it ready to transfer.
+
+    Accepts a torch tensor (on the CPU, or on the network's own torch
+    device), a numpy array, a (nested) list, or an array of the network's
+    backend.  Must be 2-D, floating point, non-empty, finite, with ``cols``
+    columns and ``rows`` rows when given.  float64 or non-contiguous data
+    is fine: it is converted once, when copied to the device.
+    """
+    kind = "array"
+    if isinstance(data, torch.Tensor):
+        kind = "tensor"
+        if data.dtype not in _TORCH_FLOATS:
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {data.dtype}")
+        if data.device.type != "cpu" and str(data.device) != backend.device:
+            raise ValueError(f"{name}: expected data on the CPU or on {backend.device}, got a "
+                             f"tensor on {data.device}; move it with .to({backend.device!r})")
+        if data.requires_grad:
+            data = data.detach()
+    elif isinstance(data, np.ndarray) or isinstance(data, (list, tuple)):
+        if isinstance(data, (list, tuple)):
+            try:
+                data = np.asarray(data)
+            except ValueError as exc:
+                raise ValueError(f"{name}: a ragged list is not a matrix ({exc})") from None
+        if data.dtype.kind != "f":
+            raise TypeError(f"{name}: expected floating-point data, got numpy dtype {data.dtype}")
+    elif type(backend).owns(data):
+        kind = "backend"
+    else:
+        raise TypeError(f"{name}: expected a torch tensor, numpy array or list, "
+                        f"got {type(data).__name__}")
+    shape = tuple(data.shape)
+    if len(shape) != 2:
+        hint = " (for one feature use x.reshape(-1, 1))" if len(shape) == 1 else ""
+        raise ValueError(f"{name}: expected a 2-D matrix with one sample per row, got shape "
+                         f"{shape}{hint}")
+    if shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one sample (row), got shape {shape}")
+    if cols is not None and shape[1] != cols:
+        raise ValueError(f"{name}: expected {cols} columns (features), got {shape[1]} "
+                         f"(shape {shape})")
+    if rows is not None and shape[0] != rows:
+        raise ValueError(f"{name}: expected {rows} rows (one per sample of the training "
+                         f"input), got {shape[0]} (shape {shape})")
+    if check_values:
+        if kind == "tensor":
+            finite = bool(torch.isfinite(data).all())
+        elif kind == "backend":
+            finite = backend.all_finite(data)
+        else:
+            finite = bool(np.isfinite(data).all())
+        if not finite:
+            raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    return data
+
+
+def to_columns(data, backend):
+    """Copy validated rows-are-samples ``data`` to the device as a new
+    contiguous (features, n) array: the one transpose at the API's edge."""
+    if isinstance(data, torch.Tensor):
+        return backend.from_host(data.t())
+    if isinstance(data, np.ndarray):
+        return backend.from_host(data.T)
+    return backend.transpose(data)

@@ -1,0 +1,61 @@
+"""Shared test tools: a float64 autograd replica of a scratchnet network."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import scratchnet as sn
+
+TORCH_ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z,
+             "relu": torch.relu}
+
+
+def params64(net):
+    """The network's weights and biases as float64 CPU leaf tensors that
+    require grad (copies: the library's arrays never require grad)."""
+    out = []
+    for layer in net.layers:
+        w = torch.tensor(sn.to_numpy(layer.weights), dtype=torch.float64, requires_grad=True)
+        b = torch.tensor(sn.to_numpy(layer.bias), dtype=torch.float64, requires_grad=True)
+        out.append((w, b))
+    return out
+
+
+def forward64(net, params, x, bias_sign=1.0):
+    """a_L for rows-are-samples x, z = a Wᵀ + sign·b, in float64 autograd."""
+    a = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    for layer, (w, b) in zip(net.layers, params):
+        a = TORCH_ACT[layer.activation.name](a @ w.T + bias_sign * b)
+    return a
+
+
+def quadratic64(y, a):
+    y = torch.as_tensor(np.asarray(y), dtype=torch.float64)
+    return ((a - y) ** 2).sum() / (2 * y.shape[0])
+
+
+def snapshot(net):
+    """Host copies of every parameter, to prove nothing changed."""
+    return [(sn.to_numpy(la.weights), sn.to_numpy(la.bias)) for la in net.layers]
+
+
+def assert_unchanged(net, before):
+    for (w0, b0), layer in zip(before, net.layers):
+        np.testing.assert_array_equal(sn.to_numpy(layer.weights), w0)
+        np.testing.assert_array_equal(sn.to_numpy(layer.bias), b0)
+
+
+def regression_data(n, seed=0, dtype=np.float32):
+    """The series' regression task: f(x) = sin x0 + cos x1 + tanh x2 + x3²."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 4)).astype(dtype)
+    y = (np.sin(x[:, 0]) + np.cos(x[:, 1]) + np.tanh(x[:, 2]) + x[:, 3] ** 2)
+    return x, y.reshape(-1, 1).astype(dtype)
+
+
+def article_net(device, seed=0, dtype=torch.float32, **kw):
+    return sn.inference_network(4, [sn.fully_connected(32, sn.sigmoid),
+                                    sn.fully_connected(16, sn.tanh),
+                                    sn.fully_connected(1, sn.linear)],
+                                device=device, dtype=dtype, seed=seed, **kw)
