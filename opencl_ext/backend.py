@@ -547,17 +547,14 @@ class OpenCLBackend(Backend):
         self._gemm(out, inp, z.shape[1], wbuf, woff, inp, 1, a_prev, b, bias_sign, 0,
                    None, 0, z)
 
-    def linear_activation_forward(self, name, z, a, w, b, a_prev, bias_sign):
-        """z := w·a_prev + bias_sign·b 1ᵀ and a := f(z).  When the core keeps
-        ``z`` only to compute ``a`` (it may pass the same array twice) this is
-        one fused kernel; otherwise two launches of the same kernel."""
+    def linear_activation_forward(self, name, a, w, b, a_prev, bias_sign):
+        """a := f(w·a_prev + bias_sign·b 1ᵀ) in one kernel: the activation is
+        applied to the accumulators before they are stored, so z is never
+        written and the pass over it disappears (see the base class)."""
         out, inp = w.shape
         wbuf, woff = _ref(w) if w.size else (None, 0)
-        n = z.shape[1]
-        if z is not a:
-            self._gemm(out, inp, n, wbuf, woff, inp, 1, a_prev, b, bias_sign, 0, None, 0, z)
-        self._gemm(out, inp, n, wbuf, woff, inp, 1, a_prev, b, bias_sign, _act(name),
-                   None, 0, a)
+        self._gemm(out, inp, a.shape[1], wbuf, woff, inp, 1, a_prev, b, bias_sign,
+                   _act(name), None, 0, a)
 
     def activation_forward(self, name, z, a):
         act = _act(name)

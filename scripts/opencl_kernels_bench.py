@@ -57,8 +57,8 @@ def epoch(backend, net, params, grads, x, y, cost, fused, eta=0.1, lam=0.01, tim
     a_prev = x
     for layer in net:
         if fused:
-            backend.linear_activation_forward(layer["act"], layer["a"], layer["a"],
-                                              layer["w"], layer["b"], a_prev, 1.0)
+            backend.linear_activation_forward(layer["act"], layer["a"], layer["w"],
+                                              layer["b"], a_prev, 1.0)
             t("linear+act " + layer["act"])
         else:
             backend.linear_forward(layer["z"], layer["w"], layer["b"], a_prev, 1.0)
