@@ -14,6 +14,7 @@ fused methods (linear_activation_forward, input_gradient_backward).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -103,7 +104,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fused", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both torch and PoCL (default: theirs)")
     args = parser.parse_args()
+    if args.threads:
+        # PoCL reads this when its platform is first loaded, i.e. below.
+        os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", str(args.threads))
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     torch.set_grad_enabled(False)
     for device in args.device or ["cpu", "opencl"]:

@@ -100,18 +100,31 @@ inline REAL hsum(REALV v) {
 #endif
 }
 
-/* a = f(z) for a scalar (T = REAL) or a SIMD vector (T = REALV).  relu is
- * written as a select so that NaN propagates, as torch.clamp_min does. */
-#define ACTIVATE(T, act, z)                                                \
-    ((act) == ACT_SIGMOID ? (T)(1) / ((T)(1) + exp(-(z)))                  \
-     : (act) == ACT_TANH  ? tanh(z)                                        \
-     : (act) == ACT_RELU  ? ((z) < (T)(0) ? (T)(0) : (z))                  \
-     : (z))
+/* a = f(z) and g ⊙ f'(z) (f' written through a = f(z), as the series'
+ * `prime` does), for a scalar (REAL) or a SIMD vector (REALV).  Written as
+ * if-chains on the activation code, not as one ?: expression, which the
+ * compiler may evaluate whole (exp and tanh for every element); the code is
+ * uniform across a launch, so the branch is free.  relu keeps NaN, as
+ * torch.clamp_min does. */
+#define DEFINE_ACTIVATIONS(T, SUFFIX)                                       \
+    T activate##SUFFIX(const int act, const T z) {                        \
+        if (act == ACT_SIGMOID) return (T)(1) / ((T)(1) + exp(-z));       \
+        if (act == ACT_TANH) return tanh(z);                               \
+        if (act == ACT_RELU) return z < (T)(0) ? (T)(0) : z;              \
+        return z;                                                          \
+    }                                                                      \
+    T derivative##SUFFIX(const int act, const T a, const T g) {           \
+        if (act == ACT_SIGMOID) return g * (a * ((T)(1) - a));            \
+        if (act == ACT_TANH) return g * ((T)(1) - a * a);                  \
+        if (act == ACT_RELU) return a > (T)(0) ? g : (T)(0);              \
+        return g;                                                          \
+    }
 
-/* g ⊙ f'(z), with f' written through a = f(z) as the series' `prime` does:
- * sigmoid a (1 - a), tanh 1 - a^2, relu [a > 0], linear 1. */
-#define DERIVATIVE(T, act, a, g)                                           \
-    ((act) == ACT_SIGMOID ? (g) * ((a) * ((T)(1) - (a)))                   \
-     : (act) == ACT_TANH  ? (g) * ((T)(1) - (a) * (a))                     \
-     : (act) == ACT_RELU  ? ((a) > (T)(0) ? (g) : (T)(0))                  \
-     : (g))
+/* activate / derivative on REAL, activate_v / derivative_v on REALV. */
+DEFINE_ACTIVATIONS(REAL, )
+#if VW > 1
+DEFINE_ACTIVATIONS(REALV, _v)
+#else
+#define activate_v activate
+#define derivative_v derivative
+#endif

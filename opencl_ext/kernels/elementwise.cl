@@ -13,9 +13,9 @@ __kernel void activation_forward(const int n, const int act,
     a += a_off + i;
     if (i + VW <= n) {
         const REALV v = VLOAD(z);
-        VSTORE(ACTIVATE(REALV, act, v), a);
+        VSTORE(activate_v(act, v), a);
     } else {
-        for (int t = 0; t < n - i; ++t) a[t] = ACTIVATE(REAL, act, z[t]);
+        for (int t = 0; t < n - i; ++t) a[t] = activate(act, z[t]);
     }
 }
 
@@ -30,9 +30,9 @@ __kernel void activation_backward(const int n, const int act,
     if (i + VW <= n) {
         const REALV av = VLOAD(a);
         const REALV gv = VLOAD(g);
-        VSTORE(DERIVATIVE(REALV, act, av, gv), g);
+        VSTORE(derivative_v(act, av, gv), g);
     } else {
-        for (int t = 0; t < n - i; ++t) g[t] = DERIVATIVE(REAL, act, a[t], g[t]);
+        for (int t = 0; t < n - i; ++t) g[t] = derivative(act, a[t], g[t]);
     }
 }
 

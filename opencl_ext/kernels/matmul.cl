@@ -61,10 +61,10 @@ __kernel void small_gemm(const int M, const int K, const int n,
             const size_t row = (size_t)(m0 + r) * n;
             REALV v = acc[r];
             if (bias_sign != 0) v += bias_sign * bias[m0 + r];
-            v = ACTIVATE(REALV, act, v);
+            v = activate_v(act, v);
             if (dact != ACT_LINEAR) {
                 const REALV dv = VLOAD(D + row);
-                v = DERIVATIVE(REALV, dact, dv, v);
+                v = derivative_v(dact, dv, v);
             }
             VSTORE(v, C + row);
         }
@@ -83,8 +83,8 @@ __kernel void small_gemm(const int M, const int K, const int n,
                 const size_t row = (size_t)(m0 + r) * n;
                 REAL v = acc[r];
                 if (bias_sign != 0) v += bias_sign * bias[m0 + r];
-                v = ACTIVATE(REAL, act, v);
-                if (dact != ACT_LINEAR) v = DERIVATIVE(REAL, dact, D[row + jj], v);
+                v = activate(act, v);
+                if (dact != ACT_LINEAR) v = derivative(dact, D[row + jj], v);
                 C[row + jj] = v;
             }
         }
