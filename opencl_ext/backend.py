@@ -109,7 +109,7 @@ def _resolve(device: str) -> tuple[str, Any]:
     return name, devices[name]
 
 
-def _tuning(device: Any, np_dtype: np.dtype) -> dict[str, int]:
+def _tuning(device: Any, np_dtype: np.dtype, cpu: bool | None = None) -> dict[str, int]:
     """Kernel shape parameters for a device: explicit SIMD vectors on CPUs,
     plain scalar work-items on GPUs, whose hardware vectorises across
     work-items.
@@ -120,15 +120,17 @@ def _tuning(device: Any, np_dtype: np.dtype) -> dict[str, int]:
     split in two at best and, built with its AVX-512 kernel library, abort
     LLVM's code generator (``fma`` on ``float16``) or yield an empty program
     at worst."""
-    is_cpu = bool(device.type & cl.device_type.CPU)
+    is_cpu = bool(device.type & cl.device_type.CPU) if cpu is None else cpu
     if is_cpu:
         width = (device.preferred_vector_width_double if np_dtype == np.float64
                  else device.preferred_vector_width_float)
         width = min(max(int(width), 1), 32 // np_dtype.itemsize)
         vw = max(w for w in (1, 2, 4, 8, 16) if w <= width)
-        return {"VW": vw, "TM": 8, "TI": 4, "TK": 4, "wg": 64,
+        # One work-item per work-group for the reductions: a CPU core runs
+        # a work-group as a loop anyway, and many groups spread over cores.
+        return {"VW": vw, "TM": 8, "TI": 4, "TK": 4, "wg": 64, "reduce_local": 1,
                 "min_items": 4 * device.max_compute_units}
-    return {"VW": 1, "TM": 4, "TI": 2, "TK": 2, "wg": 64,
+    return {"VW": 1, "TM": 4, "TI": 2, "TK": 2, "wg": 64, "reduce_local": 0,
             "min_items": 64 * device.max_compute_units}
 
 
@@ -400,6 +402,8 @@ class OpenCLBackend(Backend):
             self._tm = k.tune["TM"]
             self._ti, self._tk = k.tune["TI"], k.tune["TK"]
             self._min_items = k.tune["min_items"]
+            # (1, 1) work-groups on CPUs; None lets a GPU driver group them.
+            self._rlocal = (1, 1) if k.tune["reduce_local"] else None
         return k
 
     # ---------------------------------------------------------------- memory
@@ -593,11 +597,11 @@ class OpenCLBackend(Backend):
         dwbuf, dwoff = _ref(dw) if dw.size else (self._dummy_buffer(), 0)
         dbbuf, dboff = _ref(db)
         if chunks == 1:
-            k.wgrad_partial(self.queue, (1, tiles), (1, 1), out, inp, n, chunk, dbuf, doff,
+            k.wgrad_partial(self.queue, (1, tiles), self._rlocal, out, inp, n, chunk, dbuf, doff,
                             abuf, aoff, 1, dwbuf, dwoff, dbbuf, dboff, self._dummy_buffer())
             return
         scratch = self._scratch_buffer(chunks * out * (inp + 1))
-        k.wgrad_partial(self.queue, (chunks, tiles), (1, 1), out, inp, n, chunk, dbuf, doff,
+        k.wgrad_partial(self.queue, (chunks, tiles), self._rlocal, out, inp, n, chunk, dbuf, doff,
                         abuf, aoff, 0, dwbuf, dwoff, dbbuf, dboff, scratch)
         k.wgrad_finish(self.queue, *self._grid1(out * (inp + 1)), out, inp, chunks, scratch,
                        dwbuf, dwoff, dbbuf, dboff)

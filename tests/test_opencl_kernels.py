@@ -424,8 +424,14 @@ def test_release_of_a_view_keeps_the_base(f32):
     assert f32.to_numpy(flat).tolist() == list(range(10))
 
 
-def test_close_releases_the_device_state():
-    assert not ocl._states, "another backend is still open"
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """An empty device-state registry, so the test sees its own backends
+    only (networks of other tests in this process may still hold theirs)."""
+    monkeypatch.setattr(ocl, "_states", {})
+
+
+def test_close_releases_the_device_state(fresh_registry):
     a = OpenCLBackend.open("opencl", torch.float32)
     b = OpenCLBackend.open("opencl", torch.float32)
     assert a._state is b._state  # one context and queue per device
@@ -444,7 +450,7 @@ def test_close_releases_the_device_state():
 
 
 @pytest.mark.parametrize("keep_one_open", [False, True], ids=["teardown", "shared"])
-def test_open_close_loop_does_not_grow_memory(keep_one_open):
+def test_open_close_loop_does_not_grow_memory(keep_one_open, fresh_registry):
     """Backends with arrays, opened and closed in a loop: contexts,
     queues, programs and buffers are all released (``teardown``: each close
     is the last, so the device state is rebuilt every time, from the cached
@@ -487,6 +493,33 @@ def test_every_kernel_in_the_program_has_a_signature(f32):
     program = f32._kernels()._program
     names = set(program.get_info(cl.program_info.KERNEL_NAMES).split(";"))
     assert names == set(ocl._Kernels.SIGNATURES)
+
+
+def test_gpu_kernel_shapes_on_this_device(monkeypatch, fresh_registry):
+    """The kernels as a GPU gets them (scalar work-items, VW = 1, smaller
+    tiles, driver-chosen reduction groups), run here on the CPU device."""
+    tuning = ocl._tuning
+    monkeypatch.setattr(ocl, "_tuning", lambda dev, dt, cpu=None: tuning(dev, dt, cpu=False))
+    with OpenCLBackend.open("opencl", torch.float32) as be:
+        assert be._kernels().tune["VW"] == 1
+        rng = _rng("gpu")
+        for (out, inp), n in (((17, 5), 1003), ((1, 16), 3), ((32, 4), 10007)):
+            w, b, x = _layer(rng, out, inp, n)
+            delta = rng.standard_normal((out, n))
+            dw, db, dx, dd = (be.from_host(h) for h in (w, b, x, delta))
+            z, g = be.zeros((out, n)), be.zeros((inp, n))
+            be.linear_activation_forward("tanh", z, dw, db, dx, 1.0)
+            _check(be, z, torch.tanh(_t(w) @ _t(x) + _t(b)[:, None]), scale=inp)
+            gw, gb = be.zeros((out, inp)), be.zeros((out,))
+            be.weight_gradient(gw, gb, dd, dx)
+            _check(be, gw, _t(delta) @ _t(x).T, scale=math.sqrt(n))
+            _check(be, gb, _t(delta).sum(1), scale=math.sqrt(n))
+            be.input_gradient_backward("sigmoid", g, dw, dd, dx)
+            _check(be, g, _t(w).T @ _t(delta) * _t(x) * (1 - _t(x)), scale=out)
+            be.activation_backward("relu", dd, z)
+            _check(be, z, torch.where(_t(delta) > 0, torch.tanh(
+                _t(w) @ _t(x) + _t(b)[:, None]), torch.zeros(())), scale=inp)
+            assert be.amax(dd) == pytest.approx(float(np.abs(delta).max()), rel=1e-7)
 
 
 # --------------------------------------------------------- devices, errors
