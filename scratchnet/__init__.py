@@ -17,6 +17,7 @@ from .activations import Activation, linear, relu, sigmoid, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
 from .costs import quadratic_cost
+from .distributed import distributed_training_network
 from .layers import fully_connected
 from .network import Network, TrainingNetwork, inference_network, training_network
 from .optim import SGD
@@ -24,7 +25,8 @@ from .sgd import sgd
 
 __all__ = [
     "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
-    "fully_connected", "inference_network", "linear", "quadratic_cost", "relu", "sgd",
-    "sigmoid", "tanh", "to_numpy", "training_network",
+    "distributed", "distributed_training_network", "fully_connected", "inference_network",
+    "linear", "quadratic_cost", "relu", "sgd", "sigmoid", "tanh", "to_numpy",
+    "training_network",
 ]
 __version__ = "0.1.0"

@@ -143,6 +143,14 @@ class TrainingNetwork(_Closable):
     calls), ``layers`` (the training layers), ``grads`` (flat gradient array
     in the layout of ``net.params``), ``output`` (the last layer's a),
     ``state`` (optimizer state, e.g. momentum buffers, by name).
+
+    Data parallelism (``scratchnet/distributed.py``) needs two more:
+    ``n_global``, the n of the update and of the reported cost (the sum of
+    every rank's ``n``; equal to ``n`` in one process), and ``all_reduce``,
+    ``None`` in one process, else a callable that sums a device array over
+    the ranks in place.  ``grads`` and ``cost_sum`` are views of one flat
+    array ``reduce_buffer`` = [∇W | ∇b | Σ(a − y)²], so the sum over ranks
+    of a whole epoch is one call on (#params + 1) numbers.
     """
 
     def __init__(self, net: Network, x):
@@ -152,20 +160,23 @@ class TrainingNetwork(_Closable):
         self.x = check.to_columns(x, be)   # (in, n): samples are columns inside
         self.n = int(self.x.shape[1])
         self.epoch = 0
-        self.grads = be.zeros((net.n_params,))
-        self.weights_grad = be.view(self.grads, 0, (net.n_weights,))
+        self.n_global = self.n
+        self.all_reduce = None
+        self.reduce_buffer = be.zeros((net.n_params + 1,))
+        self.grads = be.view(self.reduce_buffer, 0, (net.n_params,))
+        self.cost_sum = be.view(self.reduce_buffer, net.n_params, (1,))
+        self.weights_grad = be.view(self.reduce_buffer, 0, (net.n_weights,))
         self.weights_flat = be.view(net.params, 0, (net.n_weights,))
         self.y = be.zeros((net.out_dim, self.n))
         self.y_source = None   # (object, version) of the y now in self.y
-        self.cost_sum = be.zeros((1,))
         self._cost_slots: list = []   # per-epoch cost slots, see cost_slots()
         self.state: dict = {}
         self.layers: list[FullyConnectedTraining] = []
         a_prev, g_prev = self.x, None
         w_at, b_at = 0, net.n_weights
         for layer in net.layers:
-            dw = be.view(self.grads, w_at, tuple(layer.weights.shape))
-            db = be.view(self.grads, b_at, tuple(layer.bias.shape))
+            dw = be.view(self.reduce_buffer, w_at, tuple(layer.weights.shape))
+            db = be.view(self.reduce_buffer, b_at, tuple(layer.bias.shape))
             w_at += layer.out_dim * layer.in_dim
             b_at += layer.out_dim
             train_layer = FullyConnectedTraining(layer, a_prev, g_prev, dw, db, self.n)
@@ -227,9 +238,10 @@ class TrainingNetwork(_Closable):
         if self._cost_slots:
             be.release(self._cost_buffer)
             self._cost_slots = []
-        for name in ("x", "grads", "y", "cost_sum"):
+        for name in ("x", "reduce_buffer", "y"):
             be.release(getattr(self, name))
             setattr(self, name, None)
+        self.grads = self.cost_sum = self.weights_grad = self.all_reduce = None
         for buf in self.state.values():
             be.release(buf)
         self.state.clear()

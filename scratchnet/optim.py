@@ -5,7 +5,9 @@ An optimizer steps the *flat* parameter array ``net.params`` with the flat
 gradient array ``train.grads`` (same layout: all weights first, then all
 biases), so a step is a couple of kernel launches whatever the depth.
 ``train.grads`` holds the *sums* over the batch, δ a_{l−1}ᵀ and δ 1; the
-1/n of the mean is applied here, once.
+1/n of the mean is applied here, once, with n = ``train.n_global`` (the
+whole batch over every rank when training is data parallel; ``train.n`` in
+one process).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class SGD:
 
     def step(self, train) -> None:
         sgd_update(train.backend, train.net.params, train.weights_flat, train.grads,
-                   train.weights_grad, eta=self.eta, lam=self.lam, n=train.n)
+                   train.weights_grad, eta=self.eta, lam=self.lam, n=train.n_global)
 
 
 def as_optimizer(hyper, where: str | None = None):

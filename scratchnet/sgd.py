@@ -57,22 +57,35 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
     Σ(a − y)² of each epoch's forward pass (before its update) goes into
     ``cost_slots[i]`` when given (one 1-element device array per epoch),
     else only the last epoch's goes into ``train.cost_sum``.  With 0 epochs:
-    one forward pass and its cost, no update."""
+    one forward pass and its cost, no update.
+
+    Data parallel (``train.all_reduce`` set, see ``scratchnet/distributed.py``):
+    every epoch's cost goes into ``cost_sum``, the tail of the gradient
+    buffer, and one all-reduce between backward and update sums gradients and
+    cost over the ranks; so every rank runs the same collectives whatever
+    monitors it has, and reads only global costs."""
     be = train.backend
     out = train.layers[-1]
+    reduce = train.all_reduce
     if epochs == 0:
         train.forward()
         cost.output_gradient(be, out.z, out.a, train.y)
         cost.accumulate(be, out.z, train.cost_sum)
+        if reduce is not None:
+            reduce(train.cost_sum)
     last = epochs - 1
     for epoch in range(epochs):
         train.forward()
         cost.output_gradient(be, out.z, out.a, train.y)
-        if cost_slots is not None:
-            cost.accumulate(be, out.z, cost_slots[epoch])
-        elif epoch == last:
+        if reduce is not None or (cost_slots is None and epoch == last):
             cost.accumulate(be, out.z, train.cost_sum)
+        elif cost_slots is not None:
+            cost.accumulate(be, out.z, cost_slots[epoch])
         train.backward()
+        if reduce is not None:
+            reduce(train.reduce_buffer)
+            if cost_slots is not None:
+                be.copy_(cost_slots[epoch], train.cost_sum)
         optimizer.step(train)
         train.epoch += 1
 
@@ -83,7 +96,7 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
     optimizer.prepare(train)
     if not monitors or epochs == 0:
         run_epochs(train, cost, epochs, optimizer)
-        return cost.finish(train.backend.read_scalar(train.cost_sum), train.n)
+        return cost.finish(train.backend.read_scalar(train.cost_sum), train.n_global)
     chunk = min(m.chunk for m in monitors)
     last = math.nan
     done = 0
@@ -91,7 +104,7 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
         k = min(chunk, epochs - done)
         first = train.epoch
         run_epochs(train, cost, k, optimizer, train.cost_slots(k))
-        costs = [cost.finish(raw, train.n) for raw in train.read_costs(k)]
+        costs = [cost.finish(raw, train.n_global) for raw in train.read_costs(k)]
         last = costs[-1]
         done += k
         for monitor in monitors:

@@ -41,7 +41,8 @@ def regression_data(n: int, rng: np.random.Generator):
     return x, y.reshape(-1, 1).astype(np.float32)
 
 
-def experiment(device: str, seed: int, lam: float, n: int, verbose: bool) -> dict:
+def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
+               convention: str = "standard") -> dict:
     """Train one network through CALLS; return its trajectory.  Quiet runs
     stop at the first non-finite cost: NaN weights never recover (part 15)."""
     rng = np.random.default_rng(seed)
@@ -50,7 +51,8 @@ def experiment(device: str, seed: int, lam: float, n: int, verbose: bool) -> dic
     layers = [sn.fully_connected(32, sn.sigmoid), sn.fully_connected(16, sn.tanh),
               sn.fully_connected(1, sn.linear)]
     costs, amaxes = [], []
-    with sn.inference_network(4, layers, device=device, seed=seed) as net, \
+    with sn.inference_network(4, layers, device=device, seed=seed,
+                              convention=convention) as net, \
             sn.training_network(net, x) as train:
         for epochs in CALLS:
             with np.errstate(all="ignore"):
@@ -78,6 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="seeds for part 2 (default 10)")
     parser.add_argument("--samples", type=int, default=10_000, help="training samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the part 1 replay")
+    parser.add_argument("--convention", default="standard", choices=("standard", "series"),
+                        help="bias sign: z = Wa + b (standard) or the series' z = Wa - b")
     args = parser.parse_args(argv)
     if args.seeds < 0 or args.samples < 1:
         parser.error("--seeds must be >= 0 and --samples >= 1")
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
     for lam in (0.0, LAM):
         print(f"\nλ = {lam}" + ("  (no weight decay)" if lam == 0 else "  (weight decay)"))
         start = time.perf_counter()
-        run = experiment(args.device, args.seed, lam, args.samples, verbose=True)
+        run = experiment(args.device, args.seed, lam, args.samples, True, args.convention)
         print(f"  test cost {run['test']:.6g}  ({time.perf_counter() - start:.1f} s)"
               + ("  -> DIVERGED" if run["diverged"] else ""))
 
@@ -102,7 +106,8 @@ def main(argv=None) -> int:
             runs = []
             for seed in range(args.seeds):
                 # the same seeds with and without decay: paired comparison
-                runs.append(experiment(args.device, 1000 + seed, lam, args.samples, False))
+                runs.append(experiment(args.device, 1000 + seed, lam, args.samples, False,
+                                       args.convention))
                 bar.update()
             rows.append((lam, runs))
     print(f"\n  {'λ':>5} | {'diverged':>9} | {'median max |w| (converged)':>26} | "

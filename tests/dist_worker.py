@@ -1,0 +1,146 @@
+"""What each spawned rank of ``test_distributed.py`` runs.
+
+A separate module (not a test file) so that ``torch.multiprocessing``'s spawn
+start method can import it cheaply in the child.  Every rank writes what it
+saw to ``out_dir``: ``rank{r}.npz`` on success, ``rank{r}.err`` with the
+exception's type and message on failure; the test reads those files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from helpers import article_net, regression_data
+
+import scratchnet as sn
+
+
+class Recorder:
+    """A monitor that keeps every per-epoch cost it is shown."""
+
+    def __init__(self, chunk: int):
+        self.chunk = chunk
+        self.costs: list[float] = []
+
+    def start(self, train, cost, optimizer) -> None:
+        pass
+
+    def after_chunk(self, train, first_epoch, costs):
+        self.costs += costs
+
+    def finish(self, train) -> None:
+        pass
+
+
+def flat_params(net) -> np.ndarray:
+    return sn.to_numpy(net.params).astype(np.float64)
+
+
+def train_scenario(rank: int, world: int, *, n: int, schedule, staging: str = "auto",
+                   monitor_chunk: int = 0, data_seed: int = 1, net_seed: int = 0,
+                   device: str = "cpu") -> dict:
+    """Train on this rank's shard.  Ranks other than 0 draw their initial
+    weights from another seed on purpose: the broadcast from rank 0 must
+    make them equal.  Only rank 0 has a monitor."""
+    x, y = regression_data(n, seed=data_seed)
+    rows = sn.distributed.shard(n)
+    net = article_net(device, seed=net_seed if rank == 0 else net_seed + 1 + rank)
+    train = sn.distributed_training_network(net, x[rows], staging=staging)
+    monitors = [Recorder(monitor_chunk)] if monitor_chunk and rank == 0 else []
+    costs = sn.sgd(train, y[rows], sn.quadratic_cost, schedule, monitors=monitors)
+    after = sn.sgd(train, y[rows], sn.quadratic_cost, 0, 0.1)   # 0 epochs: the cost now
+    out = {"params": flat_params(net), "costs": np.array(costs), "after": after,
+           "n_local": train.n,
+           "n_global": train.n_global}
+    if monitors:
+        out["monitored"] = np.array(monitors[0].costs)
+    train.close()
+    net.close()
+    return out
+
+
+def mismatch_scenario(rank: int, world: int) -> dict:
+    """Two bad set-ups, each must fail on every rank with ValueError and
+    change nothing: different architectures, then one rank's bad shard."""
+    x, _ = regression_data(20)
+    messages = []
+    wide = sn.inference_network(4, [sn.fully_connected(8 + rank, sn.tanh),
+                                    sn.fully_connected(1, sn.linear)], seed=0)
+    before = flat_params(wide)
+    try:
+        sn.distributed_training_network(wide, x)
+        messages.append("no error")
+    except ValueError as exc:
+        messages.append(f"ValueError: {exc}")
+    unchanged = np.array_equal(before, flat_params(wide))
+    net = article_net("cpu", seed=rank)
+    before = flat_params(net)
+    shard = x.copy()
+    if rank == 1:
+        shard[3, 2] = np.nan
+    try:
+        sn.distributed_training_network(net, shard)
+        messages.append("no error")
+    except ValueError as exc:
+        messages.append(f"ValueError: {exc}")
+    unchanged = unchanged and np.array_equal(before, flat_params(net)) and net.trainings == 0
+    return {"messages": np.array(messages), "unchanged": unchanged}
+
+
+def failing_scenario(rank: int, world: int, *, after: int, how: str) -> dict:
+    """The last rank trains ``after`` epochs and then dies without a word
+    (``how="die"``) or stops answering (``how="hang"``: it sleeps, alive,
+    until the test kills it); the others keep training and must fail with
+    DistributedError."""
+    x, y = regression_data(60)
+    rows = sn.distributed.shard(60)
+    net = article_net("cpu", seed=0)
+    train = sn.distributed_training_network(net, x[rows])
+    sn.sgd(train, y[rows], sn.quadratic_cost, after, 0.1)
+    if rank == world - 1:
+        if how == "die":
+            os._exit(3)
+        time.sleep(600)
+    start = time.perf_counter()
+    try:
+        sn.sgd(train, y[rows], sn.quadratic_cost, 100_000, 0.1)
+    finally:
+        Path(os.environ["SN_TEST_OUT"], f"rank{rank}.seconds").write_text(
+            str(time.perf_counter() - start))
+    return {}
+
+
+SCENARIOS = {"train": train_scenario, "mismatch": mismatch_scenario,
+             "failing": failing_scenario}
+
+
+def run(rank: int, world: int, port: int, out_dir: str, timeout: float, jobs) -> None:
+    """The spawned process's entry point: join a gloo group on 127.0.0.1,
+    run the scenarios ``jobs`` ((name, kwargs) pairs, one group for all: a
+    spawn costs seconds on two cores), write the results (keys prefixed by
+    the job's index) or the first error to ``out_dir``."""
+    torch.set_num_threads(1)   # two cores shared by everything: no oversubscription
+    os.environ["SN_TEST_OUT"] = out_dir
+    out = Path(out_dir)
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout))
+        results = {}
+        for i, (scenario, kwargs) in enumerate(jobs):
+            result = SCENARIOS[scenario](rank, world, **kwargs)
+            results.update({f"{i}.{key}": value for key, value in result.items()})
+        np.savez(out / f"rank{rank}.npz", **results)
+    except BaseException as exc:  # noqa: BLE001 - reported to the test through a file
+        (out / f"rank{rank}.err").write_text(f"{type(exc).__name__}: {exc}\n\n"
+                                             f"{traceback.format_exc()}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
