@@ -225,11 +225,21 @@ class _Allocation:
     use it (the array itself and the views :meth:`OpenCLBackend.view` made),
     so :meth:`OpenCLBackend.release` can detach them all."""
 
-    __slots__ = ("buffer", "users")
+    __slots__ = ("buffer", "users", "_prune_at")
 
     def __init__(self, buffer: Any):
         self.buffer = buffer
         self.users: list[weakref.ref] = []
+        self._prune_at = 64
+
+    def add(self, array: Any) -> None:
+        """Track ``array``; dead entries are dropped now and then, so a
+        buffer whose views are made over and over keeps a short list."""
+        users = self.users
+        users.append(weakref.ref(array))
+        if len(users) >= self._prune_at:
+            users[:] = [ref for ref in users if ref() is not None]
+            self._prune_at = 2 * len(users) + 64
 
     def free(self) -> None:
         if self.buffer is None:
@@ -411,7 +421,7 @@ class OpenCLBackend(Backend):
         array = cla.Array(self.queue, shape, self.np_dtype)
         if array.base_data is not None:
             alloc = _Allocation(array.base_data)
-            alloc.users.append(weakref.ref(array))
+            alloc.add(array)
             array._sn_alloc = alloc
         return array
 
@@ -456,7 +466,7 @@ class OpenCLBackend(Backend):
                          offset=flat.offset + offset * flat.dtype.itemsize)
         alloc = getattr(flat, "_sn_alloc", None) or getattr(flat, "_sn_view_of", None)
         if alloc is not None:
-            alloc.users.append(weakref.ref(view))
+            alloc.add(view)
             view._sn_view_of = alloc
         return view
 

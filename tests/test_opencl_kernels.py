@@ -418,6 +418,17 @@ def test_release_frees_now_and_detaches_views(f32):
     f32.release(view)  # a view is released with its base: no-op
 
 
+def test_views_made_over_and_over_are_not_tracked_forever(f32):
+    flat = f32.zeros((10,))
+    for _ in range(10_000):
+        f32.view(flat, 1, (2,))
+    assert len(flat._sn_alloc.users) < 200
+    keep = f32.view(flat, 2, (3,))
+    f32.release(flat)
+    with pytest.raises(ValueError, match="released"):
+        f32.to_numpy(keep)
+
+
 def test_release_of_a_view_keeps_the_base(f32):
     flat = f32.from_host(np.arange(10.0))
     f32.release(f32.view(flat, 2, (3,)))
