@@ -104,6 +104,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fused", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--interleave", action="store_true",
+                        help="alternate short bursts of every device (fairer on a busy machine)")
+    parser.add_argument("--burst", type=int, default=50, help="epochs per burst (--interleave)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both torch and PoCL (default: theirs)")
     args = parser.parse_args()
@@ -113,6 +116,9 @@ def main():
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     torch.set_grad_enabled(False)
+    if args.interleave:
+        interleave(args, dtype)
+        return
     for device in args.device or ["cpu", "opencl"]:
         backend = get_backend(device, dtype)
         state = build(backend, args.n)
@@ -138,8 +144,42 @@ def main():
                 for (_, t0), (label, t1) in zip(times, times[1:], strict=False):
                     acc.setdefault(label, []).append((t1 - t0) * 1e6)
             for label, values in acc.items():
-                print(f"    {label:32s} {statistics.median(values):8.1f} us")
+                print(f"    {label:32s} median {statistics.median(values):8.1f} us, "
+                      f"best {min(values):8.1f} us")
         backend.close()
+
+
+def interleave(args, dtype):
+    """Alternate bursts of ``--burst`` epochs on each device, ``repeats`` x 20 times,
+    so that load from other processes hits every device alike; print the
+    median and the best burst per device and the ratio of the medians."""
+    devices = args.device or ["cpu", "opencl"]
+    setups = []
+    for device in devices:
+        backend = get_backend(device, dtype)
+        state = build(backend, args.n)
+        fused = args.fused and hasattr(backend, "input_gradient_backward")
+        for _ in range(20):
+            epoch(backend, *state, fused)
+        backend.read_scalar(state[-1])
+        setups.append((device, backend, state, fused, []))
+    for _ in range(args.repeats * 20):
+        for _, backend, state, fused, times in setups:
+            start = time.perf_counter()
+            for _ in range(args.burst):
+                epoch(backend, *state, fused)
+            backend.read_scalar(state[-1])
+            times.append((time.perf_counter() - start) / args.burst * 1e3)
+    medians = {}
+    for device, backend, _, fused, times in setups:
+        medians[device] = statistics.median(times)
+        print(f"{device:10s} {args.dtype} fused={fused}: median {medians[device]:.3f} ms/epoch, "
+              f"best {min(times):.3f}")
+        backend.close()
+    if len(devices) > 1:
+        base = medians[devices[0]]
+        for device in devices[1:]:
+            print(f"{device} / {devices[0]}: {medians[device] / base:.2f}x")
 
 
 if __name__ == "__main__":
