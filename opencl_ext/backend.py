@@ -197,6 +197,8 @@ class _DeviceState:
             real = "double" if np_dtype == np.float64 else "float"
             options = [f"-DREAL={real}"] + [f"-D{key}={tune[key]}"
                                             for key in ("VW", "TM", "TI", "TK")]
+            if real == "float":
+                options.append("-DREAL_IS_FLOAT")
             program = programs.build(self.context, self.device, options)
             k = self._kernels[np_dtype] = _Kernels(program, np_dtype, tune)
         return k

@@ -264,6 +264,19 @@ def test_activation_backward(backend, place, act, n):
     place.check_gaps()
 
 
+def test_tanh_accuracy_across_its_range(backend):
+    """float uses an inline tanh (two ranges joined at |z| = 0.625): it must
+    agree with torch to a few ulp everywhere, tiny and huge inputs included."""
+    z = np.concatenate([np.linspace(-12, 12, 20_001), [0.0, -0.0, 1e-30, -1e-8, 0.6249999,
+                                                      0.625, 0.6250001, 40.0, -100.0]])
+    a = backend.zeros(z.shape)
+    backend.activation_forward("tanh", backend.from_host(z), a)
+    got = backend.to_numpy(a).astype(np.float64)
+    expected = np.tanh(z.astype(backend.np_dtype).astype(np.float64))
+    ulp = np.spacing(np.abs(expected).astype(backend.np_dtype)).astype(np.float64)
+    assert np.max(np.abs(got - expected) / np.maximum(ulp, np.finfo(backend.np_dtype).tiny)) <= 4
+
+
 def test_relu_keeps_nan_like_torch(f32):
     z = np.array([[np.nan, -np.inf, np.inf, -0.5, 0.5]])
     a = f32.zeros(z.shape)

@@ -106,10 +106,10 @@ inline REAL hsum(REALV v) {
  * compiler may evaluate whole (exp and tanh for every element); the code is
  * uniform across a launch, so the branch is free.  relu keeps NaN, as
  * torch.clamp_min does. */
-#define DEFINE_ACTIVATIONS(T, SUFFIX)                                       \
+#define DEFINE_ACTIVATIONS(T, SUFFIX, TANH)                                 \
     T activate##SUFFIX(const int act, const T z) {                        \
         if (act == ACT_SIGMOID) return (T)(1) / ((T)(1) + exp(-z));       \
-        if (act == ACT_TANH) return tanh(z);                               \
+        if (act == ACT_TANH) return TANH(z);                               \
         if (act == ACT_RELU) return z < (T)(0) ? (T)(0) : z;              \
         return z;                                                          \
     }                                                                      \
@@ -120,10 +120,37 @@ inline REAL hsum(REALV v) {
         return g;                                                          \
     }
 
+/* tanh.  In float, an inline Cephes tanhf (about 2 ulp):
+ *   |x| < 0.625:  tanh x = x + x^3 P(x^2)
+ *   otherwise:    tanh x = sign(x) (1 - 2 / (e^(2|x|) + 1))
+ * computed for both ranges and selected per lane.  PoCL's builtin tanh is an
+ * out-of-line call that costs 1.6 times this exp-based form; the forward pass
+ * of a tanh layer is one of the epoch's largest kernels.  In double the
+ * builtin stays (accuracy first; float is the fast path). */
+#if defined(REAL_IS_FLOAT)
+#define DEFINE_TANH(T, SUFFIX)                                              \
+    T tanh##SUFFIX(const T x) {                                            \
+        const T ax = x < (T)(0) ? -x : x;                                  \
+        T big = (T)(1) - (T)(2) / (exp((T)(2) * ax) + (T)(1));             \
+        big = x < (T)(0) ? -big : big;                                     \
+        const T z = x * x;                                                 \
+        const T p = ((((T)(-5.70498872745e-3f) * z + (T)(2.06390887954e-2f)) * z \
+                      + (T)(-5.37397155531e-2f)) * z + (T)(1.33314422036e-1f)) * z \
+                    + (T)(-3.33332819422e-1f);                             \
+        const T small = p * z * x + x;                                     \
+        return ax < (T)(0.625f) ? small : big;                             \
+    }
+#else
+#define DEFINE_TANH(T, SUFFIX)                                              \
+    T tanh##SUFFIX(const T x) { return tanh(x); }
+#endif
+
 /* activate / derivative on REAL, activate_v / derivative_v on REALV. */
-DEFINE_ACTIVATIONS(REAL, )
+DEFINE_TANH(REAL, _s)
+DEFINE_ACTIVATIONS(REAL, , tanh_s)
 #if VW > 1
-DEFINE_ACTIVATIONS(REALV, _v)
+DEFINE_TANH(REALV, _sv)
+DEFINE_ACTIVATIONS(REALV, _v, tanh_sv)
 #else
 #define activate_v activate
 #define derivative_v derivative
