@@ -407,6 +407,18 @@ def test_for_array_outlives_the_backend():
     other.close()
 
 
+def test_for_array_borrows_then_survives_the_owner(fresh_registry):
+    be = OpenCLBackend.open("opencl", torch.float32)
+    x = be.from_host(np.array([2.0, -7.0]))
+    borrowed = OpenCLBackend.for_array(x)
+    assert borrowed._state is be._state  # no new context, no compile
+    assert borrowed.amax(x) == 7.0
+    be.close()  # tears the shared state down
+    assert borrowed.amax(x) == 7.0  # goes on with a private state on x's context
+    assert borrowed.to_numpy(x).tolist() == [2.0, -7.0]
+    borrowed.close()
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20

@@ -3,11 +3,12 @@
  * The host compiles all kernel files as one program per (context, dtype) with
  *   -D REAL=float|double   element type of every array
  *   -D VW=1|2|4|8|16       SIMD width: each work-item handles VW consecutive
- *                          elements with OpenCL vector types (16 on an
- *                          AVX-512 PoCL device, 1 on a GPU, where the
- *                          hardware vectorises across work-items instead)
+ *                          elements with OpenCL vector types (8 floats, a
+ *                          256-bit register, on a PoCL CPU device; 1 on a
+ *                          GPU, whose hardware vectorises across work-items)
  *   -D TM=..               rows a matrix-product work-item accumulates at once
  *   -D TI=.., TK=..        tile of the weight-gradient reduction
+ *   -D REAL_IS_FLOAT       (float only) use the inline tanh below
  *
  * Layout (as in the series): samples are columns, matrices are row-major, so
  * a row of an activation matrix holds one feature for every sample and runs
