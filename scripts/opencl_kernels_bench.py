@@ -9,6 +9,8 @@ independent of the core's own bookkeeping.  ``--fused`` uses the optional
 fused methods (linear_activation_forward, input_gradient_backward).
 
     python scripts/opencl_kernels_bench.py --device cpu --device opencl
+    python scripts/opencl_kernels_bench.py --interleave [--fused]
+    python scripts/opencl_kernels_bench.py --sgd     # the same through sn.sgd
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def main():
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--interleave", action="store_true",
                         help="alternate short bursts of every device (fairer on a busy machine)")
+    parser.add_argument("--sgd", action="store_true",
+                        help="time scratchnet's own sgd (interleaved) instead of raw calls")
     parser.add_argument("--burst", type=int, default=50, help="epochs per burst (--interleave)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both torch and PoCL (default: theirs)")
@@ -116,6 +120,9 @@ def main():
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     torch.set_grad_enabled(False)
+    if args.sgd:
+        through_sgd(args, dtype)
+        return
     if args.interleave:
         interleave(args, dtype)
         return
@@ -180,6 +187,40 @@ def interleave(args, dtype):
         base = medians[devices[0]]
         for device in devices[1:]:
             print(f"{device} / {devices[0]}: {medians[device] / base:.2f}x")
+
+
+def through_sgd(args, dtype):
+    """The article workload through the public API, bursts of ``--burst``
+    epochs per sgd call (one host read each), devices interleaved."""
+    import scratchnet as sn
+
+    rng = np.random.default_rng(0)
+    x = rng.random((args.n, 4))
+    y = (np.sin(x[:, 0]) + np.cos(x[:, 1]) + np.tanh(x[:, 2]) + x[:, 3] ** 2).reshape(-1, 1)
+    devices = args.device or ["cpu", "opencl"]
+    runs = []
+    for device in devices:
+        net = sn.inference_network(4, [sn.fully_connected(32, sn.sigmoid),
+                                       sn.fully_connected(16, sn.tanh),
+                                       sn.fully_connected(1, sn.linear)],
+                                   device=device, dtype=dtype, seed=0)
+        train = sn.training_network(net, x)
+        sn.sgd(train, y, sn.quadratic_cost, 20, (0.1, 0.01))
+        runs.append((device, net, train, []))
+    for _ in range(args.repeats * 5):
+        for _, _, train, times in runs:
+            start = time.perf_counter()
+            sn.sgd(train, y, sn.quadratic_cost, args.burst, (0.1, 0.01))
+            times.append((time.perf_counter() - start) / args.burst * 1e3)
+    medians = {}
+    for device, net, train, times in runs:
+        medians[device] = statistics.median(times)
+        print(f"{device:10s} {args.dtype} sgd: median {medians[device]:.3f} ms/epoch, "
+              f"best {min(times):.3f}")
+        train.close()
+        net.close()
+    for device in devices[1:]:
+        print(f"{device} / {devices[0]}: {medians[device] / medians[devices[0]]:.2f}x")
 
 
 if __name__ == "__main__":
