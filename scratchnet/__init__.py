@@ -16,8 +16,10 @@ matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
 from .activations import Activation, linear, relu, sigmoid, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
+from .checkpoint import CheckpointError, load, load_training, save
 from .costs import quadratic_cost
 from .distributed import distributed_training_network
+from .guard import DivergenceError, DivergenceWarning
 from .layers import fully_connected
 from .network import Network, TrainingNetwork, inference_network, training_network
 from .optim import SGD
@@ -28,5 +30,7 @@ __all__ = [
     "distributed", "distributed_training_network", "fully_connected", "inference_network",
     "linear", "quadratic_cost", "relu", "sgd", "sigmoid", "tanh", "to_numpy",
     "training_network",
+    # reliability: guard, checkpoints
+    "CheckpointError", "DivergenceError", "DivergenceWarning", "load", "load_training", "save",
 ]
 __version__ = "0.1.0"

@@ -14,6 +14,8 @@ def to_numpy(array) -> np.ndarray:
     if isinstance(array, np.ndarray):
         return array.copy()
     if isinstance(array, torch.Tensor):
+        if array.dtype == torch.bfloat16:   # numpy has no bfloat16: widen, exactly
+            array = array.float()
         return array.detach().to("cpu").numpy().copy()
     return backend_of(array).for_array(array).to_numpy(array)
 
@@ -22,5 +24,9 @@ def amax(array) -> float:
     """The largest absolute entry of ``array`` (the series' ``amax``), as a
     float; NaN if any entry is NaN."""
     if isinstance(array, np.ndarray):
+        if array.dtype.kind not in "biufc":
+            raise TypeError(f"array: expected numeric data, got numpy dtype {array.dtype}")
         return float(np.max(np.abs(array))) if array.size else 0.0
+    if isinstance(array, torch.Tensor) and array.dtype == torch.bool:
+        return float(bool(array.any()))   # |True| = 1; torch has no abs for bool
     return backend_of(array).for_array(array).amax(array)

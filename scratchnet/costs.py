@@ -18,6 +18,24 @@ import numpy as np
 from .arrays import to_numpy
 
 
+def _host64(name: str, data) -> np.ndarray:
+    """``data`` (array of any backend, tensor, numpy array or list of real
+    numbers) as a float64 host array; TypeError naming ``name`` otherwise."""
+    if isinstance(data, (list, tuple)):
+        try:
+            data = np.asarray(data)
+        except ValueError as exc:
+            raise ValueError(f"{name}: a ragged list is not a matrix ({exc})") from None
+    try:
+        data = to_numpy(data)
+    except TypeError:
+        raise TypeError(f"{name}: expected a matrix (torch tensor, numpy array, list or "
+                        f"backend array), got {type(data).__name__}") from None
+    if data.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected real numbers, got dtype {data.dtype}")
+    return data.astype(np.float64)
+
+
 class QuadraticCost:
     """C0 = 1/(2n) Σ_x ‖y_x − a_x‖².  Call it as ``quadratic_cost(y, a)`` on
     any arrays of the same shape (rows are samples), or hand it to
@@ -26,11 +44,12 @@ class QuadraticCost:
     name = "quadratic"
 
     def __call__(self, y, a) -> float:
-        y, a = np.asarray(to_numpy(y), np.float64), np.asarray(to_numpy(a), np.float64)
+        y, a = _host64("y", y), _host64("a", a)
         if y.shape != a.shape or y.ndim != 2:
             raise ValueError(f"a: expected the shape of y {y.shape} (2-D, rows are samples), "
                              f"got {a.shape}")
-        return float(np.sum((y - a) ** 2) / (2 * y.shape[0]))
+        with np.errstate(all="ignore"):   # NaN/inf in, NaN/inf out: faithfully
+            return float(np.sum((y - a) ** 2) / (2 * y.shape[0]))
 
     # The three steps sgd uses, on the device, in column layout.
     def output_gradient(self, backend, g, a, y) -> None:

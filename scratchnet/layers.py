@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .activations import Activation, activation
+from .validation import check_int
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,7 @@ class LayerSpec:
 def fully_connected(out_dim: int, activation_fn: Activation | str) -> LayerSpec:
     """A fully connected layer of ``out_dim`` neurons with ``activation_fn``
     (``scratchnet.sigmoid``, ``tanh``, ``linear``, ``relu`` or its name)."""
-    if isinstance(out_dim, bool) or not isinstance(out_dim, int):
-        raise TypeError(f"out_dim: expected a positive int, got {out_dim!r}")
-    if out_dim < 1:
-        raise ValueError(f"out_dim: expected a positive int, got {out_dim}")
+    out_dim = check_int("out_dim", out_dim, 1)
     return LayerSpec(out_dim, activation(activation_fn))
 
 

@@ -98,7 +98,7 @@ class Network(_Closable):
         if seed is None:
             gen.seed()
         else:
-            gen.manual_seed(check.check_int("seed", seed, 0))
+            gen.manual_seed(check.check_int("seed", seed, 0, 2**64 - 1))
         weights, biases = [], []
         for layer in self.layers:
             w = torch.randn((layer.out_dim, layer.in_dim), generator=gen, dtype=torch.float64)
@@ -171,6 +171,8 @@ class TrainingNetwork(_Closable):
         self.y_source = None   # (object, version) of the y now in self.y
         self._cost_slots: list = []   # per-epoch cost slots, see cost_slots()
         self.state: dict = {}
+        self._buffers: dict = {}   # named helper buffers, see buffer()
+        self.owns_net = False      # close() also closes net (set by load_training)
         self.layers: list[FullyConnectedTraining] = []
         a_prev, g_prev = self.x, None
         w_at, b_at = 0, net.n_weights
@@ -214,6 +216,20 @@ class TrainingNetwork(_Closable):
             self._cost_slots = [self.backend.view(self._cost_buffer, i, (1,)) for i in range(k)]
         return self._cost_slots[:k]
 
+    def buffer(self, name: str, shape: tuple[int, ...]):
+        """A device buffer named ``name`` owned by this training network:
+        allocated on the first request (or when ``shape`` changes), the same
+        array on every later one, released by :meth:`close`.  Monitors keep
+        their device state here (the divergence guard's snapshots) so a call
+        of ``sgd`` allocates nothing a previous call already did."""
+        shape = tuple(shape)
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != shape:
+            if buf is not None:
+                self.backend.release(buf)
+            buf = self._buffers[name] = self.backend.zeros(shape)
+        return buf
+
     def read_costs(self, k: int) -> list[float]:
         """The first ``k`` per-epoch cost sums, with one device-to-host copy."""
         return [float(v) for v in self.backend.to_numpy(self._cost_buffer)[:k]]
@@ -242,11 +258,14 @@ class TrainingNetwork(_Closable):
             be.release(getattr(self, name))
             setattr(self, name, None)
         self.grads = self.cost_sum = self.weights_grad = self.all_reduce = None
-        for buf in self.state.values():
+        for buf in list(self.state.values()) + list(self._buffers.values()):
             be.release(buf)
         self.state.clear()
+        self._buffers.clear()
         self.y_source = None
         self.net.trainings -= 1
+        if self.owns_net:
+            self.net.close()
 
 
 def inference_network(in_dim: int, layers, *, device="cpu", dtype=torch.float32,
@@ -269,12 +288,12 @@ def inference_network(in_dim: int, layers, *, device="cpu", dtype=torch.float32,
     for i, spec in enumerate(specs):
         if not isinstance(spec, LayerSpec):
             raise TypeError(f"layers[{i}]: expected a fully_connected(...) spec, got {spec!r}")
-    if convention not in CONVENTIONS:
+    if not isinstance(convention, str) or convention not in CONVENTIONS:
         raise ValueError(f"convention: expected one of {', '.join(CONVENTIONS)}, "
                          f"got {convention!r}")
     check.check_dtype(dtype)
     if seed is not None:
-        check.check_int("seed", seed, 0)
+        check.check_int("seed", seed, 0, 2**64 - 1)   # torch.Generator's range
     backend = get_backend(device, dtype)
     net = Network(backend, in_dim, specs, convention)
     return net.init_(seed)

@@ -52,8 +52,17 @@ class SGD:
     def __repr__(self) -> str:
         return f"SGD(eta={self.eta}, lam={self.lam})"
 
+    def with_eta(self, eta: float) -> SGD:
+        """The same optimizer with learning rate ``eta``: how the divergence
+        guard's backoff (``on_divergence="backoff"``) rebuilds any optimizer
+        with a smaller η.  Every optimizer that wants backoff defines it; its
+        state lives in ``train.state`` and survives the swap."""
+        return type(self)(eta, self.lam)
+
     def prepare(self, train) -> None:
-        """Allocate optimizer state in ``train.state`` (none for plain SGD)."""
+        """Allocate optimizer state in ``train.state`` (none for plain SGD).
+        Allocate only what is missing: a resumed checkpoint or a guard
+        backoff hands over state that must be kept."""
 
     def step(self, train) -> None:
         sgd_update(train.backend, train.net.params, train.weights_flat, train.grads,

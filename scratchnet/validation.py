@@ -24,11 +24,12 @@ def check_dtype(dtype: Any) -> torch.dtype:
     return dtype
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    bound = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+        raise TypeError(f"{name}: expected an int {bound}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}: expected an int {bound}, got {value}")
     return int(value)
 
 
@@ -36,7 +37,10 @@ def check_real(name: str, value: Any, *, positive: bool = False) -> float:
     """A finite real number, > 0 when ``positive`` else >= 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:   # an int such as 10**400
+        value = math.inf
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name}: expected a finite number {bound}, got {value}")
@@ -50,8 +54,11 @@ def matrix(name: str, data: Any, backend, *, cols: int | None = None,
     Accepts a torch tensor (on the CPU, or on the network's own torch
     device), a numpy array, a (nested) list, or an array of the network's
     backend.  Must be 2-D, floating point, non-empty, finite, with ``cols``
-    columns and ``rows`` rows when given.  float64 or non-contiguous data
-    is fine: it is converted once, when copied to the device.
+    columns and ``rows`` rows when given.  float16, float64, non-contiguous,
+    transposed or byte-swapped data is fine: it is converted once, when
+    copied to the device.  Values that are finite but beyond the network
+    dtype's range (1e300 into float32) are refused: the conversion would
+    silently turn them into inf.
     """
     kind = "array"
     if isinstance(data, torch.Tensor):
@@ -61,6 +68,9 @@ def matrix(name: str, data: Any, backend, *, cols: int | None = None,
         if data.device.type != "cpu" and str(data.device) != backend.device:
             raise ValueError(f"{name}: expected data on the CPU or on {backend.device}, got a "
                              f"tensor on {data.device}; move it with .to({backend.device!r})")
+        if data.layout != torch.strided:
+            raise TypeError(f"{name}: expected a dense tensor, got layout {data.layout}; "
+                            f"use .to_dense()")
         if data.requires_grad:
             data = data.detach()
     elif isinstance(data, np.ndarray) or isinstance(data, (list, tuple)):
@@ -71,6 +81,11 @@ def matrix(name: str, data: Any, backend, *, cols: int | None = None,
                 raise ValueError(f"{name}: a ragged list is not a matrix ({exc})") from None
         if data.dtype.kind != "f":
             raise TypeError(f"{name}: expected floating-point data, got numpy dtype {data.dtype}")
+        if data.dtype.itemsize > 8:   # long double: torch has no such dtype
+            with np.errstate(over="ignore"):
+                data = data.astype(np.float64)
+        if not data.dtype.isnative:   # big-endian data: torch reads native only
+            data = data.astype(data.dtype.newbyteorder("="))
     elif type(backend).owns(data):
         kind = "backend"
     else:
@@ -98,7 +113,22 @@ def matrix(name: str, data: Any, backend, *, cols: int | None = None,
             finite = bool(np.isfinite(data).all())
         if not finite:
             raise ValueError(f"{name}: expected finite values, got NaN or inf")
+        _check_range(name, data, kind, backend)
     return data
+
+
+def _check_range(name: str, data, kind: str, backend) -> None:
+    """Finite values wider than the network's dtype must fit in it."""
+    limit = torch.finfo(backend.dtype).max
+    if kind == "tensor" and torch.finfo(data.dtype).max > limit and data.numel():
+        big = float(data.abs().max())
+    elif kind == "array" and float(np.finfo(data.dtype).max) > limit and data.size:
+        big = float(np.abs(data).max())
+    else:
+        return
+    if big > limit:
+        raise ValueError(f"{name}: expected values within the {backend.dtype} range "
+                         f"(|v| <= {limit:.4g}), got |v| = {big:.4g}")
 
 
 def to_columns(data, backend):

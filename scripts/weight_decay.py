@@ -3,6 +3,7 @@ small, and is it what keeps η = 0.3 from diverging?
 
     python scripts/weight_decay.py                  # the replay + 10 seeds
     python scripts/weight_decay.py --seeds 30 --device cuda
+    python scripts/weight_decay.py --seeds 0 --logdir runs/weight_decay   # + TensorBoard
 
 Part 1 replays the article: a 4-32-16-1 network (sigmoid, tanh, linear) on
 f(x) = sin x0 + cos x1 + tanh x2 + x3², 10,000 samples, η = 0.3, trained in
@@ -42,21 +43,27 @@ def regression_data(n: int, rng: np.random.Generator):
 
 
 def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
-               convention: str = "standard") -> dict:
+               convention: str = "standard", log_dir=None) -> dict:
     """Train one network through CALLS; return its trajectory.  Quiet runs
-    stop at the first non-finite cost: NaN weights never recover (part 15)."""
+    stop at the first non-finite cost: NaN weights never recover (part 15).
+    With ``log_dir``, every epoch is logged to TensorBoard (train and test
+    cost, max |w| per layer)."""
     rng = np.random.default_rng(seed)
     x, y = regression_data(n, rng)
     x_test, y_test = regression_data(n, rng)
     layers = [sn.fully_connected(32, sn.sigmoid), sn.fully_connected(16, sn.tanh),
               sn.fully_connected(1, sn.linear)]
     costs, amaxes = [], []
+    log = {} if log_dir is None else {"log_dir": log_dir, "test": (x_test, y_test)}
     with sn.inference_network(4, layers, device=device, seed=seed,
                               convention=convention) as net, \
             sn.training_network(net, x) as train:
         for epochs in CALLS:
             with np.errstate(all="ignore"):
-                cost = sn.sgd(train, y, sn.quadratic_cost, epochs, (ETA, lam))
+                # guard=False: this experiment wants to watch the explosion
+                # that the divergence guard would otherwise stop
+                cost = sn.sgd(train, y, sn.quadratic_cost, epochs, (ETA, lam), guard=False,
+                              **log)
             amax = [sn.amax(layer.weights) for layer in net.layers]
             costs.append(cost)
             amaxes.append(amax)
@@ -82,6 +89,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the part 1 replay")
     parser.add_argument("--convention", default="standard", choices=("standard", "series"),
                         help="bias sign: z = Wa + b (standard) or the series' z = Wa - b")
+    parser.add_argument("--logdir", default=None,
+                        help="log part 1 to TensorBoard runs LOGDIR/lam0, LOGDIR/lam0.9")
     args = parser.parse_args(argv)
     if args.seeds < 0 or args.samples < 1:
         parser.error("--seeds must be >= 0 and --samples >= 1")
@@ -92,7 +101,9 @@ def main(argv=None) -> int:
     for lam in (0.0, LAM):
         print(f"\nλ = {lam}" + ("  (no weight decay)" if lam == 0 else "  (weight decay)"))
         start = time.perf_counter()
-        run = experiment(args.device, args.seed, lam, args.samples, True, args.convention)
+        log_dir = None if args.logdir is None else f"{args.logdir}/lam{lam:g}"
+        run = experiment(args.device, args.seed, lam, args.samples, True, args.convention,
+                         log_dir=log_dir)
         print(f"  test cost {run['test']:.6g}  ({time.perf_counter() - start:.1f} s)"
               + ("  -> DIVERGED" if run["diverged"] else ""))
 

@@ -204,8 +204,9 @@ def test_world_of_one_is_plain_training(device):
     a, b = article_net(device, seed=3), article_net(device, seed=3)
     with sn.distributed_training_network(a, x) as ta, sn.training_network(b, x) as tb:
         assert ta.all_reduce is None and ta.n_global == ta.n == 64
-        ca = sn.sgd(ta, y, sn.quadratic_cost, 20, (0.3, 0.9))
-        cb = sn.sgd(tb, y, sn.quadratic_cost, 20, (0.3, 0.9))
+        # guard=False: η = 0.3 explodes on this seed; both runs must explode alike
+        ca = sn.sgd(ta, y, sn.quadratic_cost, 20, (0.3, 0.9), guard=False)
+        cb = sn.sgd(tb, y, sn.quadratic_cost, 20, (0.3, 0.9), guard=False)
     assert ca == cb
     np.testing.assert_array_equal(sn.to_numpy(a.params), sn.to_numpy(b.params))
 

@@ -1,0 +1,282 @@
+"""The divergence guard: training that cannot silently blow up.
+
+The series' own experiment (part 15) shows the failure users meet first: at
+η = 0.3 the cost climbs past a million, the weights fill with NaN, and the
+network cannot recover.  The guard is a monitor (see ``scratchnet/sgd.py``)
+that watches the cost ``sgd`` already computes and stops (or backs off)
+before such a state is all that is left.
+
+What a cost certifies
+---------------------
+Let θ_e be the parameters after e updates.  Epoch e runs forward on θ_e,
+records C(θ_e), then updates θ_e → θ_{e+1}.  So a cost read for epoch e
+speaks about θ_e, the state *before* update e, and nothing yet about the
+θ_{e+1} the network holds afterwards.  A snapshot of θ taken at the end of a
+chunk (epoch s = train.epoch) is therefore *pending*: it becomes *verified*
+only when the next chunk reports C(θ_s).  The guard keeps two snapshot slots
+(double buffering): the verified one it would restore, and the pending one.
+When C(θ_s) is good the roles swap (no copy); when it is bad, the verified
+slot is restored.
+
+A cost is bad when it is not finite or when
+
+    C(θ_e) > guard_factor · max(best, ε²)
+
+where ``best`` is the lowest cost seen in this ``sgd`` call and ε the
+dtype's machine epsilon (a cost at the float noise floor moving by rounding
+is not an explosion).
+
+The last update of a schedule entry is not followed by a forward pass, so
+at the end of each entry the guard also checks Σθ² is finite (one reduction
+of the parameters and one read): NaN weights are never handed back.
+
+``guard_every`` (default 16) is the number of epochs between reads and
+snapshots: every epoch's cost is still checked, in chunks; 16 keeps the
+guard's cost at 1-4% of an epoch on the article workload where checking
+every epoch costs ~8% (README, "Reliability").
+
+Snapshots are ``backend.copy_`` of ``net.params`` (one flat array) and of
+every optimizer state buffer in ``train.state`` into buffers the training
+network owns (:meth:`TrainingNetwork.buffer`), allocated once per training
+network: the guard allocates nothing per epoch.
+
+On divergence, ``train.epoch`` is moved back to the restored state's epoch
+(it counts the updates that produced the parameters the network holds), and
+then either :class:`DivergenceError` is raised (``on_divergence="raise"``) or
+η is halved and the lost epochs are run again (``"backoff"``, at most
+``max_backoffs`` times per call; later schedule entries run at their η times
+the same factor).  Each backoff issues a :class:`DivergenceWarning` and calls
+``eta_changed(train, epoch, eta)`` on every monitor that defines it (the
+TensorBoard monitor logs ``train/eta`` there).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import torch
+
+from . import validation as check
+
+ON_DIVERGENCE = ("raise", "backoff")
+
+
+class DivergenceError(FloatingPointError):
+    """Training diverged; the network holds the restored, verified state.
+
+    Attributes: ``epoch`` and ``cost`` where divergence was seen (the cost
+    of that epoch's forward pass, possibly NaN or inf), ``restored_epoch``
+    and ``restored_cost`` of the state now in the network (``train.epoch ==
+    restored_epoch``), ``eta`` the learning rate in use, ``backoffs`` how many
+    backoffs this call made before giving up.
+    """
+
+    def __init__(self, message: str, *, epoch: int, cost: float, restored_epoch: int,
+                 restored_cost: float, eta: float | None = None, backoffs: int = 0):
+        super().__init__(message)
+        self.epoch = epoch
+        self.cost = cost
+        self.restored_epoch = restored_epoch
+        self.restored_cost = restored_cost
+        self.eta = eta
+        self.backoffs = backoffs
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Issued by ``on_divergence="backoff"`` each time η is halved."""
+
+
+class _Snapshot:
+    """One slot: which buffers, and what they hold (epoch, its cost)."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.epoch: int | None = None
+        self.cost: float | None = None   # None while pending
+        self.state_keys: tuple = ()
+
+
+def _eta_of(optimizer):
+    eta = getattr(optimizer, "eta", None)
+    return eta if isinstance(eta, numbers.Real) else None
+
+
+class Guard:
+    """The divergence guard monitor; :func:`~scratchnet.sgd` builds one
+    from its ``guard*`` keywords (see the module docstring)."""
+
+    def __init__(self, *, factor=1e3, every=16, on_divergence="raise", max_backoffs=5,
+                 listeners=()):
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+            raise TypeError(f"guard_factor: expected a number > 1, got {factor!r}")
+        if math.isnan(factor) or factor <= 1:
+            raise ValueError(f"guard_factor: expected a number > 1 (inf: only non-finite "
+                             f"costs count), got {factor}")
+        self.factor = float(factor)
+        self.chunk = check.check_int("guard_every", every, 1)
+        if not isinstance(on_divergence, str) or on_divergence not in ON_DIVERGENCE:
+            raise ValueError(f"on_divergence: expected one of {', '.join(map(repr, ON_DIVERGENCE))}"
+                             f", got {on_divergence!r}")
+        self.on_divergence = on_divergence
+        self.max_backoffs = check.check_int("max_backoffs", max_backoffs, 0)
+        self.listeners = list(listeners)
+
+    @classmethod
+    def build(cls, guard, *, factor, every, on_divergence, max_backoffs, optimizers,
+              listeners=()) -> Guard | None:
+        """Validate ``sgd``'s guard keywords; None when ``guard`` is False."""
+        if not isinstance(guard, bool):
+            raise TypeError(f"guard: expected True or False, got {guard!r}")
+        made = cls(factor=factor, every=every, on_divergence=on_divergence,
+                   max_backoffs=max_backoffs, listeners=listeners)
+        if made.on_divergence == "backoff":
+            for i, opt in enumerate(optimizers):
+                if not callable(getattr(opt, "with_eta", None)) or _eta_of(opt) is None:
+                    where = "hyper" if len(optimizers) == 1 else f"schedule[{i}]"
+                    raise TypeError(f"{where}: on_divergence='backoff' needs an optimizer with "
+                                    f"an eta and a with_eta(eta) method, got {opt!r}")
+        return made if guard else None
+
+    # ------------------------------------------------------------ monitor
+    def start(self, train, cost, optimizer) -> None:
+        self.cost = cost
+        self.optimizer = optimizer
+        self.best = math.inf
+        self.floor = torch.finfo(train.backend.dtype).eps ** 2
+        self.backoffs = 0
+        self.scale = 1.0
+        self.entry_end = None
+        self.slots = [_Snapshot(0), _Snapshot(1)]
+        self.verified: _Snapshot | None = None
+        self.pending: _Snapshot | None = None
+        self._norm = train.buffer("guard/norm", (1,))
+        self._params_slots = [train.buffer(f"guard/{i}/params", (train.net.n_params,))
+                              for i in (0, 1)]
+        self._snapshot(train)   # the state this call starts from (pending)
+
+    def begin(self, train, optimizer, epochs):
+        """A schedule entry starts: remember where it ends; carry earlier
+        backoffs over to its η."""
+        self.entry_end = train.epoch + epochs
+        if self.scale != 1.0 and _eta_of(optimizer) is not None and hasattr(optimizer,
+                                                                               "with_eta"):
+            optimizer = optimizer.with_eta(optimizer.eta * self.scale)
+            self.optimizer = optimizer
+            return optimizer
+        self.optimizer = optimizer
+        return None
+
+    def after_chunk(self, train, first_epoch, costs):
+        for i, c in enumerate(costs):
+            epoch = first_epoch + i
+            if not math.isfinite(c) or c > self.factor * max(self.best, self.floor):
+                return self._diverged(train, epoch, c)
+            self.best = min(self.best, c)
+            if self.pending is not None and self.pending.epoch == epoch:
+                self.pending.cost = c                       # verified: swap roles
+                self.verified, self.pending = self.pending, None
+        if train.epoch == self.entry_end and not self._params_finite(train):
+            return self._diverged(train, train.epoch, self._measure(train))
+        if train.epoch - self.last_snapshot >= self.chunk:
+            self._snapshot(train)
+        return None
+
+    def finish(self, train) -> None:
+        pass
+
+    # ---------------------------------------------------------- internals
+    def _slot_buffers(self, train, slot: _Snapshot, keys):
+        """The device buffers of ``slot``: params and one per state key."""
+        params = self._params_slots[slot.index]
+        if not keys:
+            return params, {}
+        state = {k: train.buffer(f"guard/{slot.index}/state/{k}", tuple(train.state[k].shape))
+                 for k in keys}
+        return params, state
+
+    def _snapshot(self, train) -> None:
+        """Copy θ (and optimizer state) into the slot not holding the
+        verified state; it becomes the pending snapshot."""
+        slot = self.slots[1] if self.verified is self.slots[0] else self.slots[0]
+        be = train.backend
+        keys = tuple(train.state)
+        params, state = self._slot_buffers(train, slot, keys)
+        be.copy_(params, train.net.params)
+        for k in keys:
+            be.copy_(state[k], train.state[k])
+        slot.epoch, slot.cost, slot.state_keys = train.epoch, None, keys
+        self.pending = slot
+        self.last_snapshot = train.epoch
+
+    def _restore(self, train, slot: _Snapshot) -> None:
+        be = train.backend
+        params, state = self._slot_buffers(train, slot, slot.state_keys)
+        be.copy_(train.net.params, params)
+        for k, buf in train.state.items():
+            if k in state:
+                be.copy_(buf, state[k])
+            else:   # state that appeared after the snapshot starts afresh
+                zeros = be.zeros(tuple(buf.shape))
+                be.copy_(buf, zeros)
+                be.release(zeros)
+        train.epoch = slot.epoch
+        self.last_snapshot = slot.epoch
+
+    def _params_finite(self, train) -> bool:
+        """Σθ² on the device, one read: finite iff every weight is (a sum
+        of squares overflowing float is a divergence too)."""
+        train.backend.sum_squares(train.net.params, self._norm)
+        return math.isfinite(train.backend.read_scalar(self._norm))
+
+    def _measure(self, train) -> float:
+        """The cost of the current state: one forward pass, no update (only
+        on the failure path)."""
+        from .sgd import run_epochs  # sgd imports this module
+        run_epochs(train, self.cost, 0, None)
+        return self.cost.finish(train.backend.read_scalar(train.cost_sum), train.n_global)
+
+    def _diverged(self, train, epoch: int, cost: float):
+        slot = self.verified
+        if slot is None:
+            # The first cost of the call is already bad: the only state to
+            # go back to is the one the call started from.
+            start = self.slots[0] if self.pending is None else self.pending
+            self._restore(train, start)
+            self.pending = None
+            raise DivergenceError(
+                f"sgd: the parameters this call started from (epoch {start.epoch}) already "
+                f"give cost {cost:.6g}; restored them as they were.  Lowering eta cannot help: "
+                f"reinitialise the network or load a checkpoint",
+                epoch=epoch, cost=cost, restored_epoch=start.epoch, restored_cost=cost,
+                eta=_eta_of(self.optimizer), backoffs=self.backoffs)
+        self._restore(train, slot)
+        self.pending = None
+        why = ("is not finite" if not math.isfinite(cost) else
+               f"exceeds guard_factor {self.factor:g} x the best cost {self.best:.6g} of this "
+               f"call")
+        eta = _eta_of(self.optimizer)
+        if self.on_divergence == "backoff" and self.backoffs < self.max_backoffs:
+            self.backoffs += 1
+            self.scale /= 2
+            new_eta = eta / 2
+            warnings.warn(
+                f"sgd: cost {cost:.6g} at epoch {epoch} {why}; restored epoch {slot.epoch} "
+                f"(cost {slot.cost:.6g}) and halved eta {eta:g} -> {new_eta:g} "
+                f"(backoff {self.backoffs} of {self.max_backoffs})",
+                DivergenceWarning, stacklevel=2)
+            self.optimizer = self.optimizer.with_eta(new_eta)
+            for listener in self.listeners:
+                hook = getattr(listener, "eta_changed", None)
+                if hook is not None:
+                    hook(train, slot.epoch, new_eta)
+            return self.optimizer
+        tried = (f" after {self.backoffs} backoff(s) (max_backoffs={self.max_backoffs})"
+                 if self.on_divergence == "backoff" else "")
+        raise DivergenceError(
+            f"sgd: diverged at epoch {epoch}: cost {cost:.6g} {why}{tried}.  Restored the "
+            f"parameters of epoch {slot.epoch} (cost {slot.cost:.6g}); the network is usable.  "
+            f"Lower eta, pass on_divergence='backoff', or guard=False to watch it explode",
+            epoch=epoch, cost=cost, restored_epoch=slot.epoch, restored_cost=slot.cost,
+            eta=eta, backoffs=self.backoffs)
