@@ -138,6 +138,30 @@ class Backend(abc.ABC):
         """g := g ⊙ f'(z), in place, with f' written through a = f(z):
         sigmoid a(1 − a), tanh 1 − a², linear 1, relu [a > 0]."""
 
+    def linear_activation_forward(self, name: str, a, w, b, a_prev, bias_sign: float) -> None:
+        """a := f(w · a_prev + bias_sign · b 1ᵀ), z not kept.
+
+        Optional fusion of :meth:`linear_forward` and
+        :meth:`activation_forward` for callers whose z is dead once a is
+        computed (a training layer's z only receives ∇_a C later).  A backend
+        that launches kernels (OpenCL) applies f to the accumulators before
+        storing them, saving a pass over z and a launch per layer; this
+        default just calls the two methods."""
+        self.linear_forward(a, w, b, a_prev, bias_sign)
+        if name != "linear":
+            self.activation_forward(name, a, a)
+
+    def input_gradient_backward(self, name: str, g_prev, w, delta, a_prev) -> None:
+        """g_prev := (wᵀ · δ) ⊙ f'(z_prev), f' written through a_prev = f(z_prev).
+
+        Optional fusion of :meth:`input_gradient` with the *previous*
+        layer's :meth:`activation_backward` (``name`` is that layer's
+        activation), so g_prev leaves the kernel as that layer's δ.  The
+        caller then skips that activation_backward.  This default just calls
+        the two methods."""
+        self.input_gradient(g_prev, w, delta)
+        self.activation_backward(name, a_prev, g_prev)
+
     @abc.abstractmethod
     def weight_gradient(self, dw, db, delta, a_prev) -> None:
         """dw := δ · a_prevᵀ (out, in);  db := Σ_columns δ (out,)."""
