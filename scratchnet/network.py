@@ -131,7 +131,7 @@ class Network(_Closable):
         self.backend.release(self.params)
         self.params = None
         for layer in self.layers:
-            layer.weights = layer.bias = None
+            layer.weights = layer.bias = layer.bias_operand = None
 
 
 class TrainingNetwork(_Closable):

@@ -64,17 +64,23 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
         train.forward()
         cost.output_gradient(be, out.z, out.a, train.y)
         cost.accumulate(be, out.z, train.cost_sum)
+        return
+    # The hot loop: every name it calls is bound once here (at n = 100 an
+    # epoch is ~20 µs-sized kernels, and each attribute hop costs ~30 ns).
+    forward, backward, step = train.forward, train.backward, optimizer.step
+    gradient, accumulate = cost.output_gradient, cost.accumulate
+    g, a, y = out.z, out.a, train.y
     last = epochs - 1
     for epoch in range(epochs):
-        train.forward()
-        cost.output_gradient(be, out.z, out.a, train.y)
+        forward()
+        gradient(be, g, a, y)
         if cost_slots is not None:
-            cost.accumulate(be, out.z, cost_slots[epoch])
+            accumulate(be, g, cost_slots[epoch])
         elif epoch == last:
-            cost.accumulate(be, out.z, train.cost_sum)
-        train.backward()
-        optimizer.step(train)
-        train.epoch += 1
+            accumulate(be, g, train.cost_sum)
+        backward()
+        step(train)
+    train.epoch += epochs
 
 
 def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> float:
