@@ -35,6 +35,7 @@ from . import validation as check
 from .costs import QuadraticCost
 from .network import TrainingNetwork
 from .optim import as_optimizer
+from .threads import epoch_threads, threads_for
 
 
 def _parse_schedule(schedule) -> list[tuple[int, object]]:
@@ -150,11 +151,13 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=()):
             raise TypeError(f"monitors[{i}]: expected a monitor with an int chunk >= 1, "
                             f"got {monitor!r}")
 
+    threads = threads_for(train)   # CPU thread count for this call (validates the env)
     train.load_y(y)
     for monitor in monitors:
         monitor.start(train, cost, schedule[0][1] if schedule else None)
     try:
-        costs = [_run(train, cost, n, optimizer, monitors) for n, optimizer in schedule]
+        with epoch_threads(threads):
+            costs = [_run(train, cost, n, optimizer, monitors) for n, optimizer in schedule]
     finally:
         for monitor in monitors:
             monitor.finish(train)
