@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from . import cuda_graph
 from . import validation as check
 from .backends import get_backend
 from .layers import FullyConnected, FullyConnectedTraining, LayerSpec
@@ -172,6 +173,9 @@ class TrainingNetwork(_Closable):
             self.layers.append(train_layer)
             a_prev, g_prev = train_layer.a, train_layer.z
         net.trainings += 1
+        # CUDA only: replays epochs from CUDA graphs (None elsewhere; set it
+        # to None to launch eagerly).  See cuda_graph.py.
+        self.graphs = cuda_graph.runner_for(self)
 
     @property
     def output(self):
@@ -222,6 +226,9 @@ class TrainingNetwork(_Closable):
 
     def _release(self) -> None:
         be = self.backend
+        if self.graphs is not None:
+            self.graphs.close()
+            self.graphs = None
         for layer in self.layers:
             layer.release()
         if self._cost_slots:

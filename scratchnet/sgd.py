@@ -58,7 +58,18 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
     Σ(a − y)² of each epoch's forward pass (before its update) goes into
     ``cost_slots[i]`` when given (one 1-element device array per epoch),
     else only the last epoch's goes into ``train.cost_sum``.  With 0 epochs:
-    one forward pass and its cost, no update."""
+    one forward pass and its cost, no update.  On CUDA the kernels are
+    replayed from CUDA graphs (``cuda_graph.py``) when ``train.graphs`` is
+    set; they are the same kernels either way."""
+    graphs = train.graphs
+    if graphs is None or not graphs.run(train, cost, epochs, optimizer, cost_slots):
+        epoch_kernels(train, cost, epochs, optimizer, cost_slots)
+    train.epoch += epochs
+
+
+def epoch_kernels(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=None) -> None:
+    """The eager loop behind :func:`run_epochs`: launches the kernels of
+    ``epochs`` epochs and touches no host state (a CUDA graph records it)."""
     be = train.backend
     out = train.layers[-1]
     if epochs == 0:
@@ -81,7 +92,6 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
             accumulate(be, g, train.cost_sum)
         backward()
         step(train)
-    train.epoch += epochs
 
 
 def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> float:

@@ -86,7 +86,13 @@ def threads_for(train) -> int | None:
     requested = get_num_threads()
     if requested is not None:
         return requested
-    return 1 if largest_product(train) < SMALL_PRODUCT else None
+    return automatic_threads(largest_product(train))
+
+
+def automatic_threads(product: int) -> int | None:
+    """The automatic rule: 1 thread when the largest product (out · in · n
+    multiply-adds) is below :data:`SMALL_PRODUCT`, else ``None`` (torch's)."""
+    return 1 if product < SMALL_PRODUCT else None
 
 
 @contextlib.contextmanager
