@@ -211,14 +211,19 @@ class TrainingNetwork(_Closable):
         """The first ``k`` per-epoch cost sums, with one device-to-host copy."""
         return [float(v) for v in self.backend.to_numpy(self._cost_buffer)[:k]]
 
-    def load_y(self, y) -> None:
-        """Copy validated targets into the y buffer, unless this exact
-        unchanged tensor is already there (a schedule of 4,000 one-epoch
-        calls then copies y once)."""
+    def holds_y(self, y) -> bool:
+        """True when ``y`` is the very tensor already in the y buffer and
+        unchanged since (torch's version counter): 4,000 one-epoch sgd calls
+        then validate and copy y once."""
         version = getattr(y, "_version", None)
-        if self.y_source is not None and self.y_source[0] is y and version is not None \
-                and self.y_source[1] == version:
+        return (self.y_source is not None and self.y_source[0] is y and version is not None
+                and self.y_source[1] == version)
+
+    def load_y(self, y) -> None:
+        """Copy validated targets into the y buffer, unless :meth:`holds_y`."""
+        if self.holds_y(y):
             return
+        version = getattr(y, "_version", None)
         staged = check.to_columns(y, self.backend)
         self.backend.copy_(self.y, staged)
         self.backend.release(staged)

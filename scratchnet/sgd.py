@@ -153,7 +153,9 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=()):
     else:
         schedule = [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))]
         single = True
-    y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n)
+    # The finite-values scan is skipped for the tensor already loaded and unchanged.
+    y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n,
+                     check_values=not train.holds_y(y))
     monitors = list(monitors)
     for i, monitor in enumerate(monitors):
         chunk = getattr(monitor, "chunk", None)
