@@ -11,7 +11,9 @@ in one process and interleaved (A B A B …), scratchnet and the baseline on
 the same data from the same initial weights:
 
 * scratchnet: ``sn.sgd(train, y, quadratic_cost, k, (η, λ))``, the public
-  call (validation, thread scoping, CUDA graphs included);
+  call (validation, thread scoping, CUDA graphs included); the article network
+  at the series' (η, λ) = (0.1, 0.01), the wider ones at a smaller η (they
+  diverge at 0.1, see ``WORKLOADS``);
 * the baseline, idiomatic PyTorch: ``nn.Sequential`` of ``nn.Linear`` and
   activation modules, the quadratic cost C0 = 1/(2n) Σ‖y − a‖² written with
   ``nn.MSELoss(reduction="sum")``, ``backward()``, and ``optim.SGD(lr=η)``
@@ -58,14 +60,20 @@ import torch
 import scratchnet as sn
 from scratchnet import threads as sn_threads
 
-ETA, LAM = 0.1, 0.01
+LAM = 0.01
 ACTS = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "linear": None}
 
-#: name -> (dims, activations, default sizes)
+#: name -> (dims, activations, default sizes, η).  The wider networks
+#: diverge at the article's η = 0.1 (cost 1e23 after 10 epochs for
+#: 4-256-256-1, NaN soon after), so they train at the largest η of
+#: {0.1, 0.03, 0.01, 0.003} that stays finite; λ = 0.01 everywhere.
 WORKLOADS = {
-    "article": ((4, 32, 16, 1), ("sigmoid", "tanh", "linear"), (100, 1_000, 10_000, 100_000)),
-    "4-256-256-1": ((4, 256, 256, 1), ("sigmoid", "tanh", "linear"), (100, 1_000, 10_000)),
-    "784-1024-1024-10": ((784, 1024, 1024, 10), ("sigmoid", "tanh", "linear"), (10_000,)),
+    "article": ((4, 32, 16, 1), ("sigmoid", "tanh", "linear"),
+                (100, 1_000, 10_000, 100_000), 0.1),
+    "4-256-256-1": ((4, 256, 256, 1), ("sigmoid", "tanh", "linear"),
+                    (100, 1_000, 10_000), 0.01),
+    "784-1024-1024-10": ((784, 1024, 1024, 10), ("sigmoid", "tanh", "linear"),
+                         (10_000,), 0.003),
 }
 
 
@@ -96,7 +104,8 @@ def product_flops(dims, n: int) -> int:
 class Scratchnet:
     """scratchnet through its public API."""
 
-    def __init__(self, dims, acts, x, y, device, seed):
+    def __init__(self, dims, acts, x, y, device, seed, eta):
+        self.eta = eta
         self.net = sn.inference_network(
             dims[0], [sn.fully_connected(o, a) for o, a in zip(dims[1:], acts)],
             device=device, seed=seed)
@@ -105,7 +114,7 @@ class Scratchnet:
         self.device = device
 
     def epochs(self, k: int) -> float:
-        return sn.sgd(self.train, self.y, sn.quadratic_cost, k, (ETA, LAM))
+        return sn.sgd(self.train, self.y, sn.quadratic_cost, k, (self.eta, LAM))
 
     def close(self):
         self.train.close()
@@ -115,7 +124,7 @@ class Scratchnet:
 class Baseline:
     """Idiomatic PyTorch with scratchnet's initial weights."""
 
-    def __init__(self, net, acts, x, y, device):
+    def __init__(self, net, acts, x, y, device, eta):
         modules = []
         for layer, act in zip(net.layers, acts):
             linear = torch.nn.Linear(layer.in_dim, layer.out_dim)
@@ -134,7 +143,7 @@ class Baseline:
         linears = [m for m in self.model if isinstance(m, torch.nn.Linear)]
         self.opt = torch.optim.SGD(
             [{"params": [m.weight for m in linears], "weight_decay": LAM / n},
-             {"params": [m.bias for m in linears], "weight_decay": 0.0}], lr=ETA)
+             {"params": [m.bias for m in linears], "weight_decay": 0.0}], lr=eta)
 
     def epochs(self, k: int) -> float:
         for _ in range(k):
@@ -199,7 +208,7 @@ def spread(values) -> float:
 
 
 def run_case(device, workload, n, args, log) -> dict:
-    dims, acts, _ = WORKLOADS[workload]
+    dims, acts, _, eta = WORKLOADS[workload]
     x, y = make_data(dims, n)
     base_device = "cpu" if device.startswith("opencl") else device
     sync_sn, sync_base = synchronizer(device), synchronizer(base_device)
@@ -213,9 +222,11 @@ def run_case(device, workload, n, args, log) -> dict:
     # Correctness first: fresh pair, same start, the first check_epochs epochs.
     flops = product_flops(dims, n)
     per_epoch_guess = flops / 20e9 * 1e3       # ms at a pessimistic 20 GFLOP/s
-    check_epochs = max(1, min(args.check_epochs, int(args.max_check_s * 1e3 / per_epoch_guess)))
-    a = Scratchnet(dims, acts, x, y, device, args.seed)
-    b = Baseline(a.net, acts, x, y, base_device)
+    # At least 3 epochs: the first cost is a forward pass only; the later
+    # ones check the backward pass and the update too.
+    check_epochs = max(3, min(args.check_epochs, int(args.max_check_s * 1e3 / per_epoch_guess)))
+    a = Scratchnet(dims, acts, x, y, device, args.seed, eta)
+    b = Baseline(a.net, acts, x, y, base_device, eta)
     cost_sn, cost_base = a.epochs(check_epochs), b.epochs(check_epochs)
     rel = abs(cost_sn - cost_base) / abs(cost_base)
 
@@ -241,7 +252,8 @@ def run_case(device, workload, n, args, log) -> dict:
     peak = gemm_peak(device, args.peak_size_gpu if device.startswith("cuda") else args.peak_size)
     result = {
         "device": device, "baseline_device": base_device, "workload": workload,
-        "dims": list(dims), "activations": list(acts), "n": n, "threads": chosen,
+        "dims": list(dims), "activations": list(acts), "n": n, "eta": eta, "lam": LAM,
+        "threads": chosen,
         "epochs_per_rep": k, "reps": args.reps,
         "scratchnet_ms": ms_sn, "scratchnet_spread": spread(t_sn), "scratchnet_all_ms": t_sn,
         "baseline_ms": ms_base, "baseline_spread": spread(t_base), "baseline_all_ms": t_base,
@@ -364,11 +376,12 @@ def main(argv=None) -> int:
     meta = {"machine": machine(), "cores": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-            "load_before": os.getloadavg(), "eta": ETA, "lam": LAM, "dtype": "float32"}
+            "load_before": os.getloadavg(), "lam": LAM, "dtype": "float32"}
     if torch.cuda.is_available():
         meta["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     print(f"# {meta['machine']} ({meta['cores']} cores), torch {meta['torch']}, "
-          f"load average {meta['load_before'][0]:.2f}, (η, λ) = ({ETA}, {LAM}), float32")
+          f"load average {meta['load_before'][0]:.2f}, λ = {LAM}, float32; η: "
+          + ", ".join(f"{w} {v[3]}" for w, v in WORKLOADS.items()))
     print(HEADER, flush=True)
     results = []
     default_threads = torch.get_num_threads()
