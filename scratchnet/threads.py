@@ -34,9 +34,13 @@ from . import validation as check
 ENV = "SCRATCHNET_NUM_THREADS"
 
 #: Largest product (out · in · n multiply-adds) still run on one thread.
-#: 10⁸ is ~5 ms of single-core GEMM here: above it, a second thread's
-#: barrier costs are small next to the work it takes over.
-SMALL_PRODUCT = 100_000_000
+#: Measured on the shared 2-core machine (scripts/benchmark.py --threads):
+#: 4-256-256-1 at n = 10,000 (largest product 6.6·10⁸) ran 121 ms per
+#: epoch on one thread and 404 ms on two; 784-1024-1024-10 at n = 10,000
+#: (10¹⁰) ran at 79 GFLOP/s on two threads, above one thread's GEMM peak
+#: (62).  Products of 10⁹ multiply-adds (~30 ms of one core) and more are
+#: where the second thread starts to pay for its barriers.
+SMALL_PRODUCT = 1_000_000_000
 
 
 _UNSET = object()
