@@ -298,6 +298,16 @@ def plot(results, path):
                              squeeze=False)
     for ax, workload in zip(axes[0], workloads):
         rows = [r for r in results if r["workload"] == workload]
+        if len({r["n"] for r in rows}) == 1:      # one size: bars, not a line
+            labels, values = [], []
+            for r in rows:
+                labels += [f"scratchnet\n{r['device']}", f"PyTorch\n{r['baseline_device']}"]
+                values += [r["scratchnet_ms"], r["baseline_ms"]]
+            ax.bar(range(len(values)), values, color=["C0", "C1"] * len(rows))
+            ax.set_xticks(range(len(values)), labels, fontsize=8)
+            ax.set_ylabel("ms per epoch (median)")
+            ax.set_title(f"{workload}, n = {rows[0]['n']:,}")
+            continue
         for device in dict.fromkeys(r["device"] for r in rows):
             sel = sorted((r for r in rows if r["device"] == device), key=lambda r: r["n"])
             ns = [r["n"] for r in sel]
