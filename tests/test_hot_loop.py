@@ -49,3 +49,26 @@ def test_y_changed_in_place_is_validated_again(device):
     sn.sgd(train, y, sn.quadratic_cost, 1, 0.1)
     assert train.holds_y(y) and train.epoch == 3
     np.testing.assert_array_equal(sn.to_numpy(train.y)[0], y[:, 0].numpy())
+
+
+def test_epochs_copy_nothing_beyond_the_products():
+    """Profile three epochs through the public sgd call (y already loaded):
+    the only copies are addmm's own (it writes the bias into z before the
+    product), one per layer per epoch; no other op touches whole arrays
+    except the kernels of the layers, the cost and the update."""
+    x, y = regression_data(500)
+    y = torch.from_numpy(y)
+    train = sn.training_network(article_net("cpu"), x)
+    sn.sgd(train, y, sn.quadratic_cost, 2, (0.1, 0.01))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        sn.sgd(train, y, sn.quadratic_cost, 3, (0.1, 0.01))
+    events = prof.events()
+    copies = [e for e in events if e.name == "aten::copy_"]
+    assert len(copies) == 3 * 3
+    assert {e.cpu_parent.name for e in copies} == {"aten::addmm"}
+    allowed = {"aten::addmm", "aten::mm", "aten::sum", "aten::sigmoid", "aten::add",
+               "aten::add_", "aten::sub", "aten::sigmoid_backward", "aten::tanh_backward",
+               "aten::mv", "aten::item"}
+    top = {e.name for e in events if e.cpu_parent is None and e.name.startswith("aten::")}
+    views = {"aten::t", "aten::view", "aten::transpose", "aten::as_strided"}
+    assert top - views <= allowed, top - views - allowed
