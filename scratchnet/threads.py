@@ -34,12 +34,12 @@ from . import validation as check
 ENV = "SCRATCHNET_NUM_THREADS"
 
 #: Largest product (out · in · n multiply-adds) still run on one thread.
-#: Measured on the shared 2-core machine (scripts/benchmark.py --threads):
-#: 4-256-256-1 at n = 10,000 (largest product 6.6·10⁸) ran 121 ms per
-#: epoch on one thread and 404 ms on two; 784-1024-1024-10 at n = 10,000
-#: (10¹⁰) ran at 79 GFLOP/s on two threads, above one thread's GEMM peak
-#: (62).  Products of 10⁹ multiply-adds (~30 ms of one core) and more are
-#: where the second thread starts to pay for its barriers.
+#: A judgment from the measurements in the README ("Threads"): on the
+#: shared 2-core machine a second thread made 4-256-256-1 at n = 10,000
+#: (6.6·10⁸) 3× slower under load and 1.8× faster when the other core was
+#: idle; the article network at n = 10,000 (5·10⁶) lost in both cases.
+#: From 10⁹ (~10 ms of one core) up, where a machine with idle cores gains
+#: most, torch's own setting is kept.
 SMALL_PRODUCT = 1_000_000_000
 
 
