@@ -14,7 +14,9 @@ from scratchnet.backends import get_backend
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 2.4e-7), (torch.float64, 5e-16)])
 def test_tanh_kernel_is_tanh(device, dtype, tol):
     """The torch backend computes tanh as 2σ(2z) − 1: within one ulp of 1 of
-    the true tanh (float64 oracle), saturating exactly at ±1 and keeping NaN."""
+    the true tanh on the CPU (float64 oracle; two ulps allowed on devices
+    whose sigmoid may be less exact), saturating exactly at ±1, keeping NaN."""
+    tol = tol if device == "cpu" else 2 * tol
     be = get_backend(device, dtype)
     z64 = torch.cat([torch.linspace(-30, 30, 20001, dtype=torch.float64),
                      torch.tensor([0.0, 1e-30, -1e-8, 1e-4, float("inf"), float("-inf")],
