@@ -1,6 +1,6 @@
 """scratchnet against idiomatic PyTorch, side by side, on every device.
 
-    python scripts/benchmark.py                          # everything (~10 min on 2 cores)
+    python scripts/benchmark.py                          # everything (~3 min on 2 cores)
     python scripts/benchmark.py --quick                  # article network, n ≤ 1,000
     python scripts/benchmark.py --json out.json --plot out.png
     python scripts/benchmark.py --devices cpu --workloads article --sizes 100,1000 --reps 7
