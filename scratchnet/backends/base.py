@@ -122,11 +122,18 @@ class Backend(abc.ABC):
         """Free what the backend itself holds (programs, queues)."""
 
     # --------------------------------------------------------------- kernels
+    def bias_operand(self, b) -> Any:
+        """The form of the bias ``b`` (out,) that :meth:`linear_forward`
+        takes, made once per layer (e.g. a column view); it must see later
+        in-place updates of ``b``.  Default: ``b`` itself."""
+        return b
+
     @abc.abstractmethod
     def linear_forward(self, z, w, b, a_prev, bias_sign: float) -> None:
         """z := w · a_prev + bias_sign · b 1ᵀ.
 
-        ``w`` (out, in), ``a_prev`` (in, n), ``b`` (out,), ``z`` (out, n).
+        ``w`` (out, in), ``a_prev`` (in, n), ``b`` what :meth:`bias_operand`
+        returned for the (out,) bias, ``z`` (out, n).
         ``bias_sign`` is +1 (standard) or -1 (the series' z = W a − b)."""
 
     @abc.abstractmethod
