@@ -65,7 +65,8 @@ class Cost:
     name = "cost"
 
     def check(self, net, y) -> None:
-        """Raise ``ValueError`` when this cost cannot train ``net`` on ``y``."""
+        """Raise ``ValueError`` when this cost cannot train ``net`` on ``y``
+        (``y`` None: targets already checked, check the network only)."""
 
     def bind(self, net) -> Cost:
         """This cost specialised to ``net``'s output layer."""
@@ -163,6 +164,8 @@ class CrossEntropyCost(Cost):
         if act not in ("softmax", "sigmoid"):
             raise ValueError(f"cost: cross_entropy needs a softmax (categorical) or sigmoid "
                              f"(binary) output layer, got a {act} output layer")
+        if y is None:
+            return
         host = np.asarray(to_numpy(y), np.float64)
         if host.min() < 0 or host.max() > 1:
             raise ValueError(f"y: cross_entropy expects targets in [0, 1] (probabilities, "

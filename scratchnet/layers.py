@@ -58,6 +58,7 @@ class FullyConnected:
         self.activation = act
         self.bias_sign = bias_sign
         self.out_dim, self.in_dim = weights.shape
+        self.bias_operand = backend.bias_operand(bias)   # b as linear_forward takes it
 
     def __repr__(self) -> str:
         return f"fully_connected({self.in_dim} -> {self.out_dim}, {self.activation!r})"
@@ -67,7 +68,7 @@ class FullyConnected:
         ``work``: an (n,) scratch array, needed by column-wise activations
         (softmax)."""
         be = self.backend
-        be.linear_forward(z, self.weights, self.bias, a_prev, self.bias_sign)
+        be.linear_forward(z, self.weights, self.bias_operand, a_prev, self.bias_sign)
         if self.activation.name != "linear":
             self.activation.forward(be, z, z, work)
 
@@ -91,14 +92,27 @@ class FullyConnectedTraining:
         self.a = self.z if layer.activation.name == "linear" else be.zeros((layer.out_dim, n))
         # softmax normalises columns: an (n,) work vector for both passes.
         self.work = be.zeros((n,)) if layer.activation.columnwise else None
+        # What forward/backward read every epoch, fetched once: at n = 100 an
+        # epoch is ~20 kernels of a few µs, so each attribute hop shows.
+        self.backend = be
+        self.weights = layer.weights
+        self.bias_operand = layer.bias_operand
+        self.bias_sign = layer.bias_sign
+        self.act = layer.activation.name
+        # The series' four activations share the backend's activation kernels
+        # (called directly: the hot path); elu and softmax have their own.
+        self.activation = layer.activation
+        self.plain = type(layer.activation) is Activation
 
     def forward(self) -> None:
         """z = W a_{l−1} + b 1ᵀ;  a = σ(z)."""
-        layer = self.layer
-        be = layer.backend
-        be.linear_forward(self.z, layer.weights, layer.bias, self.a_prev, layer.bias_sign)
+        be = self.backend
+        be.linear_forward(self.z, self.weights, self.bias_operand, self.a_prev, self.bias_sign)
         if self.a is not self.z:
-            layer.activation.forward(be, self.z, self.a, self.work)
+            if self.plain:
+                be.activation_forward(self.act, self.z, self.a)
+            else:
+                self.activation.forward(be, self.z, self.a, self.work)
 
     def backward(self, delta: bool = False) -> None:
         """z holds ∇_a C on entry.  δ = ∇_a C ⊙ σ'(z) (in z);
@@ -112,19 +126,22 @@ class FullyConnectedTraining:
         ``delta``: z already holds δ, not ∇_a C (a cost fused with this
         output activation, e.g. cross-entropy after softmax: δ = a − y), so
         σ' is skipped."""
-        layer = self.layer
-        be = layer.backend
-        if not delta:
-            layer.activation.backward(be, self.a, self.z, self.work)
+        be = self.backend
+        if not delta and self.a is not self.z:   # linear: σ' = 1, z already is δ
+            if self.plain:
+                be.activation_backward(self.act, self.a, self.z)
+            else:
+                self.activation.backward(be, self.a, self.z, self.work)
         be.weight_gradient(self.dw, self.db, self.z, self.a_prev)
         if self.g_prev is not None:
-            be.input_gradient(self.g_prev, layer.weights, self.z)
+            be.input_gradient(self.g_prev, self.weights, self.z)
 
     def release(self) -> None:
-        be = self.layer.backend
+        be = self.backend
         if self.a is not self.z:
             be.release(self.a)
         be.release(self.z)
         if self.work is not None:
             be.release(self.work)
         self.z = self.a = self.work = None
+        self.weights = self.bias_operand = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from . import cuda_graph
 from . import validation as check
 from .backends import get_backend
 from .layers import FullyConnected, FullyConnectedTraining, LayerSpec
@@ -134,7 +135,7 @@ class Network(_Closable):
         self.backend.release(self.params)
         self.params = None
         for layer in self.layers:
-            layer.weights = layer.bias = None
+            layer.weights = layer.bias = layer.bias_operand = None
 
 
 class TrainingNetwork(_Closable):
@@ -192,6 +193,9 @@ class TrainingNetwork(_Closable):
             self.layers.append(train_layer)
             a_prev, g_prev = train_layer.a, train_layer.z
         net.trainings += 1
+        # CUDA only: replays epochs from CUDA graphs (None elsewhere; set it
+        # to None to launch eagerly).  See cuda_graph.py.
+        self.graphs = cuda_graph.runner_for(self)
 
     @property
     def output(self):
@@ -244,14 +248,19 @@ class TrainingNetwork(_Closable):
         """The first ``k`` per-epoch cost sums, with one device-to-host copy."""
         return [float(v) for v in self.backend.to_numpy(self._cost_buffer)[:k]]
 
-    def load_y(self, y) -> None:
-        """Copy validated targets into the y buffer, unless this exact
-        unchanged tensor is already there (a schedule of 4,000 one-epoch
-        calls then copies y once)."""
+    def holds_y(self, y) -> bool:
+        """True when ``y`` is the very tensor already in the y buffer and
+        unchanged since (torch's version counter): 4,000 one-epoch sgd calls
+        then validate and copy y once."""
         version = getattr(y, "_version", None)
-        if self.y_source is not None and self.y_source[0] is y and version is not None \
-                and self.y_source[1] == version:
+        return (self.y_source is not None and self.y_source[0] is y and version is not None
+                and self.y_source[1] == version)
+
+    def load_y(self, y) -> None:
+        """Copy validated targets into the y buffer, unless :meth:`holds_y`."""
+        if self.holds_y(y):
             return
+        version = getattr(y, "_version", None)
         staged = check.to_columns(y, self.backend)
         self.backend.copy_(self.y, staged)
         self.backend.release(staged)
@@ -259,6 +268,9 @@ class TrainingNetwork(_Closable):
 
     def _release(self) -> None:
         be = self.backend
+        if self.graphs is not None:
+            self.graphs.close()
+            self.graphs = None
         for layer in self.layers:
             layer.release()
         if self._cost_slots:

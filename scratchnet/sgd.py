@@ -51,6 +51,7 @@ from .guard import Guard
 from .network import TrainingNetwork
 from .optim import as_optimizer
 from .tensorboard import TensorBoardLogger
+from .threads import epoch_threads, threads_for
 
 
 def _parse_schedule(schedule) -> list[tuple[int, object]]:
@@ -73,13 +74,26 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
     Σ(a − y)² of each epoch's forward pass (before its update) goes into
     ``cost_slots[i]`` when given (one 1-element device array per epoch),
     else only the last epoch's goes into ``train.cost_sum``.  With 0 epochs:
-    one forward pass and its cost, no update.
+    one forward pass and its cost, no update.  On CUDA the kernels are
+    replayed from CUDA graphs (``cuda_graph.py``) when ``train.graphs`` is
+    set; they are the same kernels either way.
 
     Data parallel (``train.all_reduce`` set, see ``scratchnet/distributed.py``):
     every epoch's cost goes into ``cost_sum``, the tail of the gradient
     buffer, and one all-reduce between backward and update sums gradients and
     cost over the ranks; so every rank runs the same collectives whatever
-    monitors it has, and reads only global costs."""
+    monitors it has, and reads only global costs.  (Such epochs run eagerly:
+    a collective is not captured in a graph.)"""
+    graphs = train.graphs
+    if graphs is None or train.all_reduce is not None or not graphs.run(
+            train, cost, epochs, optimizer, cost_slots):
+        epoch_kernels(train, cost, epochs, optimizer, cost_slots)
+    train.epoch += epochs
+
+
+def epoch_kernels(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=None) -> None:
+    """The eager loop behind :func:`run_epochs`: launches the kernels of
+    ``epochs`` epochs and touches no host state (a CUDA graph records it)."""
     be = train.backend
     out = train.layers[-1]
     cost = cost.bind(train.net)   # e.g. cross-entropy: binary or categorical
@@ -89,21 +103,28 @@ def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=
         cost.gradient(be, out.z, out.a, train.y, train.cost_sum)
         if reduce is not None:
             reduce(train.cost_sum)
+        return
+    # The hot loop: every name it calls is bound once here (at n = 100 an
+    # epoch is 20 kernels of 1-5 µs each, so Python's lookups show).
+    forward, backward, step = train.forward, train.backward, optimizer.step
+    gradient, fused = cost.gradient, cost.fused
+    g, a, y = out.z, out.a, train.y
     last = epochs - 1
     for epoch in range(epochs):
-        train.forward()
-        if reduce is not None or (cost_slots is None and epoch == last):
-            slot = train.cost_sum
+        forward()
+        if reduce is not None:
+            slot = train.cost_sum   # reduced with the gradients below
+        elif cost_slots is not None:
+            slot = cost_slots[epoch]
         else:
-            slot = cost_slots[epoch] if cost_slots is not None else None
-        cost.gradient(be, out.z, out.a, train.y, slot)
-        train.backward(cost.fused)
+            slot = train.cost_sum if epoch == last else None
+        gradient(be, g, a, y, slot)
+        backward(fused)
         if reduce is not None:
             reduce(train.reduce_buffer)
             if cost_slots is not None:
                 be.copy_(cost_slots[epoch], train.cost_sum)
-        optimizer.step(train)
-        train.epoch += 1
+        step(train)
 
 
 def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> float:
@@ -191,8 +212,11 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
     else:
         schedule = [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))]
         single = True
-    y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n)
-    cost.check(train.net, y)
+    # The finite-values scan is skipped for the tensor already loaded and unchanged.
+    held = train.holds_y(y)
+    y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n,
+                     check_values=not held)
+    cost.check(train.net, None if held else y)
     if isinstance(monitors, (str, bytes)) or not hasattr(monitors, "__iter__"):
         raise TypeError(f"monitors: expected a list of monitors, got {monitors!r}")
     monitors = list(monitors)
@@ -215,11 +239,13 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
     # caller's monitors see a chunk; the saver last.
     monitors = [m for m in [logger, watch, *monitors, saver] if m is not None]
 
+    threads = threads_for(train)   # CPU thread count for this call (validates the env)
     train.load_y(y)
     for monitor in monitors:
         monitor.start(train, cost, schedule[0][1] if schedule else None)
     try:
-        costs = [_run(train, cost, n, optimizer, monitors) for n, optimizer in schedule]
+        with epoch_threads(threads):
+            costs = [_run(train, cost, n, optimizer, monitors) for n, optimizer in schedule]
         for monitor in monitors:
             complete = getattr(monitor, "complete", None)
             if complete is not None:

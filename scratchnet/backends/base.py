@@ -122,11 +122,18 @@ class Backend(abc.ABC):
         """Free what the backend itself holds (programs, queues)."""
 
     # --------------------------------------------------------------- kernels
+    def bias_operand(self, b) -> Any:
+        """The form of the bias ``b`` (out,) that :meth:`linear_forward`
+        takes, made once per layer (e.g. a column view); it must see later
+        in-place updates of ``b``.  Default: ``b`` itself."""
+        return b
+
     @abc.abstractmethod
     def linear_forward(self, z, w, b, a_prev, bias_sign: float) -> None:
         """z := w · a_prev + bias_sign · b 1ᵀ.
 
-        ``w`` (out, in), ``a_prev`` (in, n), ``b`` (out,), ``z`` (out, n).
+        ``w`` (out, in), ``a_prev`` (in, n), ``b`` what :meth:`bias_operand`
+        returned for the (out,) bias, ``z`` (out, n).
         ``bias_sign`` is +1 (standard) or -1 (the series' z = W a − b)."""
 
     @abc.abstractmethod
@@ -137,6 +144,30 @@ class Backend(abc.ABC):
     def activation_backward(self, name: str, a, g) -> None:
         """g := g ⊙ f'(z), in place, with f' written through a = f(z):
         sigmoid a(1 − a), tanh 1 − a², linear 1, relu [a > 0]."""
+
+    def linear_activation_forward(self, name: str, a, w, b, a_prev, bias_sign: float) -> None:
+        """a := f(w · a_prev + bias_sign · b 1ᵀ), z not kept.
+
+        Optional fusion of :meth:`linear_forward` and
+        :meth:`activation_forward` for callers whose z is dead once a is
+        computed (a training layer's z only receives ∇_a C later).  A backend
+        that launches kernels (OpenCL) applies f to the accumulators before
+        storing them, saving a pass over z and a launch per layer; this
+        default just calls the two methods."""
+        self.linear_forward(a, w, b, a_prev, bias_sign)
+        if name != "linear":
+            self.activation_forward(name, a, a)
+
+    def input_gradient_backward(self, name: str, g_prev, w, delta, a_prev) -> None:
+        """g_prev := (wᵀ · δ) ⊙ f'(z_prev), f' written through a_prev = f(z_prev).
+
+        Optional fusion of :meth:`input_gradient` with the *previous*
+        layer's :meth:`activation_backward` (``name`` is that layer's
+        activation), so g_prev leaves the kernel as that layer's δ.  The
+        caller then skips that activation_backward.  This default just calls
+        the two methods."""
+        self.input_gradient(g_prev, w, delta)
+        self.activation_backward(name, a_prev, g_prev)
 
     @abc.abstractmethod
     def weight_gradient(self, dw, db, delta, a_prev) -> None:

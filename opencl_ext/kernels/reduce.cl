@@ -1,0 +1,74 @@
+/* Reductions of a whole array to one number, in two stages so that a large
+ * array is spread over many work-items and the sum order stays fixed
+ * (deterministic across runs):
+ *
+ *   op 0  sum of squares   s = sum_i x_i^2            (the quadratic cost)
+ *   op 1  max magnitude    m = max_i |x_i|, NaN if any x_i is NaN
+ *                          (amax; all_finite is "m is finite")
+ *
+ * Stage 1 (reduce_partial): work-item c reduces elements
+ * [c * chunk, min((c + 1) * chunk, n)) with VW-wide vectors; with `direct`
+ * (one chunk) it writes the result to out[0], else to P[c].
+ * Stage 2 (reduce_finish): one work-item combines P[0 .. parts) into out[0].
+ * The result stays on the device: nothing here synchronises with the host. */
+
+/* Combine step for op 1 on scalars or vectors: the NaN sticks once seen
+ * (v != v is the NaN test; the kernels are built without fast-math). */
+#define MAXABS(m, v) ((v) != (v) || (v) > (m) ? (v) : (m))
+#define ABS(T, v) ((v) < (T)(0) ? -(v) : (v))
+
+__kernel void reduce_partial(const int op, const int n, const int chunk,
+                             __global const REAL *x, const long x_off,
+                             const int direct,
+                             __global REAL *out, const long out_off,
+                             __global REAL *P) {
+    const int c = get_global_id(0);
+    const int i0 = c * chunk;
+    if (i0 >= n && c > 0) return;  /* work-item 0 always writes: n = 0 gives 0 */
+    const int i1 = MIN(i0 + chunk, n);
+    x += x_off;
+    int i = i0;
+    REAL r;
+    if (op == 0) {
+        REALV acc = (REALV)(0);
+        for (; i + VW <= i1; i += VW) {
+            const REALV v = VLOAD(x + i);
+            acc += v * v;
+        }
+        r = hsum(acc);
+        for (; i < i1; ++i) r += x[i] * x[i];
+    } else {
+        REALV m = (REALV)(0);
+        for (; i + VW <= i1; i += VW) {
+            const REALV x_ = VLOAD(x + i);
+            const REALV v = ABS(REALV, x_);
+            m = MAXABS(m, v);
+        }
+#if VW == 1
+        r = m;
+#else
+        r = 0;
+        for (int t = 0; t < VW; ++t) {
+            const REAL v = ((REAL *)&m)[t];
+            r = MAXABS(r, v);
+        }
+#endif
+        for (; i < i1; ++i) {
+            const REAL v = ABS(REAL, x[i]);
+            r = MAXABS(r, v);
+        }
+    }
+    if (direct) out[out_off] = r;
+    else P[c] = r;
+}
+
+__kernel void reduce_finish(const int op, const int parts, __global const REAL *P,
+                            __global REAL *out, const long out_off) {
+    if (get_global_id(0) != 0) return;
+    REAL r = 0;
+    for (int c = 0; c < parts; ++c) {
+        if (op == 0) r += P[c];
+        else r = MAXABS(r, P[c]);
+    }
+    out[out_off] = r;
+}

@@ -1,0 +1,197 @@
+"""CUDA graphs (scratchnet/cuda_graph.py) and the CUDA allocator check.
+
+The runner's bookkeeping (warm-up, chunking into graphs, the cache keyed by
+hyperparameters and cost slots, fallback) is tested on every machine with a
+stand-in for the CUDA mechanism that records the body at capture and runs it
+at replay; the real capture is tested against eager training where CUDA
+exists (skipped otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import article_net, regression_data
+
+import scratchnet as sn
+from scratchnet.cuda_graph import GraphRunner
+from scratchnet.sgd import epoch_kernels
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="CUDA is not available (torch.cuda.is_available() is False)")
+
+
+class FakeGraphs:
+    """Stands in for CudaGraphs: capture records the body without running it
+    (as CUDA does), replay runs it."""
+
+    def __init__(self, fail_captures=0):
+        self.warmups = 0
+        self.captured = []
+        self.dropped = 0
+        self.fail_captures = fail_captures
+
+    def warm_up(self, body):
+        self.warmups += 1
+        body()
+
+    def capture(self, body):
+        if self.fail_captures:
+            self.fail_captures -= 1
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.captured.append(body)
+        return body
+
+    @staticmethod
+    def replay(graph):
+        graph()
+
+    def drop(self, graph):
+        self.dropped += 1
+
+
+class Recorder:
+    chunk = 10
+
+    def __init__(self):
+        self.costs = []
+
+    def start(self, train, cost, optimizer):
+        pass
+
+    def after_chunk(self, train, first_epoch, costs):
+        self.costs += costs
+
+    def finish(self, train):
+        pass
+
+
+def train_both(device, runner_for_graphs):
+    """The same schedule eagerly and through a graph runner; returns both
+    training networks and their costs."""
+    x, y = regression_data(300)
+    results = []
+    for graphs in (False, True):
+        train = sn.training_network(article_net(device), x)
+        train.graphs = runner_for_graphs(train) if graphs else None
+        # 194 epochs in all: compare within the first 200 (chaotic later)
+        costs = sn.sgd(train, y, sn.quadratic_cost, [(1, (0.1, 0.01))] * 5
+                       + [(70, (0.1, 0.01)), (30, (0.05, 0.0)), (0, 0.1), (64, (0.1, 0.01))])
+        rec = Recorder()
+        costs.append(sn.sgd(train, y, sn.quadratic_cost, 25, (0.1, 0.01), monitors=[rec]))
+        results.append((train, costs, rec.costs))
+    return results
+
+
+def fake_runner(train, **kw):
+    return GraphRunner(FakeGraphs(), epoch_kernels, epochs_per_graph=64, **kw)
+
+
+def test_replayed_epochs_equal_eager_epochs():
+    (eager, c_eager, m_eager), (graph, c_graph, m_graph) = train_both("cpu", fake_runner)
+    assert c_graph == c_eager and m_graph == m_eager and len(m_graph) == 25
+    np.testing.assert_array_equal(sn.to_numpy(graph.net.params), sn.to_numpy(eager.net.params))
+    assert graph.epoch == eager.epoch == 5 + 70 + 30 + 64 + 25
+
+
+def test_graphs_are_cached_by_hyperparameters_and_chunk():
+    (_, _, _), (graph, _, _) = train_both("cpu", fake_runner)
+    runner = graph.graphs
+    assert runner.mechanism.warmups == 1            # the first epoch ever, eagerly
+    # keys: 1 epoch (0.1, 0.01) [4 calls after the warm-up]; 64 and 6 (70 =
+    # 64 + 6); 30 at (0.05, 0); the 64-epoch call reuses; the monitored 25
+    # epochs: chunks of 10, 10, 5 with cost slots -> 10 and 5.
+    assert runner.captures == len(runner.mechanism.captured) == 6
+    assert runner.replays == 4 + 2 + 1 + 1 + 3
+
+
+def test_least_recently_used_graphs_are_dropped():
+    x, y = regression_data(50)
+    train = sn.training_network(article_net("cpu"), x)
+    train.graphs = fake_runner(train, max_graphs=2)
+    for eta in (0.1, 0.2, 0.3, 0.1):
+        sn.sgd(train, y, sn.quadratic_cost, 3, eta)
+    assert train.graphs.captures == 4 and train.graphs.mechanism.dropped == 2
+    assert len(train.graphs.graphs) == 2
+    mechanism = train.graphs.mechanism
+    train.close()
+    assert mechanism.dropped == 4 and train.graphs is None
+
+
+def test_optimizers_without_a_key_run_eagerly():
+    class Plain(sn.SGD):       # a subclass may step differently: no key, no graph
+        pass
+
+    x, y = regression_data(50)
+    train = sn.training_network(article_net("cpu"), x)
+    train.graphs = fake_runner(train)
+    sn.sgd(train, y, sn.quadratic_cost, 5, Plain(0.1))
+    assert train.graphs.mechanism.warmups == 0 and train.graphs.captures == 0
+    assert train.epoch == 5
+
+
+def test_failed_capture_warns_and_finishes_eagerly():
+    x, y = regression_data(100)
+    eager = sn.training_network(article_net("cpu"), x)
+    eager.graphs = None
+    expected = sn.sgd(eager, y, sn.quadratic_cost, 200, 0.1)
+    train = sn.training_network(article_net("cpu"), x)
+    train.graphs = GraphRunner(FakeGraphs(fail_captures=1), epoch_kernels, epochs_per_graph=64)
+    with pytest.warns(RuntimeWarning, match="capture failed"):
+        got = sn.sgd(train, y, sn.quadratic_cost, 200, 0.1)
+    assert got == expected and train.epoch == 200
+    assert "stream is capturing" in train.graphs.broken
+    sn.sgd(train, y, sn.quadratic_cost, 70, 0.1)     # broken: eager from now on
+    assert train.graphs.captures == 0
+
+
+def test_no_graphs_off_cuda():
+    x, _ = regression_data(10)
+    assert sn.training_network(article_net("cpu"), x).graphs is None
+
+
+# ------------------------------------------------------------ real CUDA
+@needs_cuda
+def test_cuda_graph_replay_matches_eager_cuda():
+    from scratchnet.cuda_graph import CudaGraphs
+
+    def real(train):
+        return GraphRunner(CudaGraphs(train.backend.torch_device), epoch_kernels,
+                           epochs_per_graph=64)
+
+    (eager, c_eager, m_eager), (graph, c_graph, m_graph) = train_both("cuda", real)
+    assert graph.graphs.captures == 6
+    np.testing.assert_allclose(c_graph, c_eager, rtol=1e-5)
+    np.testing.assert_allclose(m_graph, m_eager, rtol=1e-5)
+    np.testing.assert_allclose(sn.to_numpy(graph.net.params), sn.to_numpy(eager.net.params),
+                               rtol=1e-5, atol=1e-6)
+
+
+@needs_cuda
+def test_cuda_training_networks_use_graphs_by_default():
+    x, y = regression_data(100)
+    train = sn.training_network(article_net("cuda"), x)
+    assert isinstance(train.graphs, GraphRunner)
+    sn.sgd(train, y, sn.quadratic_cost, 10, 0.1)
+    assert train.graphs.captures == 1 and train.graphs.replays == 1
+
+
+@needs_cuda
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
+def test_cuda_epochs_allocate_nothing_after_the_first(graphs):
+    """The CUDA caching allocator's counters: after the first call (which
+    warms up and captures the 64-epoch graph), 128 more epochs (two replays)
+    allocate nothing, not even a cached block."""
+    x, y = regression_data(1000)
+    y = torch.from_numpy(y)   # a tensor: the second call neither re-checks nor re-copies it
+    train = sn.training_network(article_net("cuda"), x)
+    if not graphs:
+        train.graphs = None
+    sn.sgd(train, y, sn.quadratic_cost, 1 + 128, (0.1, 0.01))
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()
+    sn.sgd(train, y, sn.quadratic_cost, 128, (0.1, 0.01))
+    torch.cuda.synchronize()
+    after = torch.cuda.memory_stats()
+    for key in ("allocation.all.allocated", "segment.all.allocated"):
+        assert after[key] == before[key], key

@@ -1,0 +1,76 @@
+"""The fast paths of the epoch loop keep its guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import article_net, regression_data
+
+import scratchnet as sn
+from scratchnet.backends import get_backend
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2.4e-7), (torch.float64, 5e-16)])
+def test_tanh_kernel_is_tanh(device, dtype, tol):
+    """The torch backend computes tanh as 2σ(2z) − 1: within one ulp of 1 of
+    the true tanh on the CPU (float64 oracle; two ulps allowed on devices
+    whose sigmoid may be less exact), saturating exactly at ±1, keeping NaN."""
+    tol = tol if device == "cpu" else 2 * tol
+    be = get_backend(device, dtype)
+    z64 = torch.cat([torch.linspace(-30, 30, 20001, dtype=torch.float64),
+                     torch.tensor([0.0, 1e-30, -1e-8, 1e-4, float("inf"), float("-inf")],
+                                  dtype=torch.float64)])
+    z = be.from_host(z64.reshape(1, -1))
+    a = be.zeros(tuple(z.shape))
+    be.activation_forward("tanh", z, a)
+    got = torch.from_numpy(sn.to_numpy(a)).reshape(-1).double()
+    want = torch.tanh(z64.to(dtype).double())
+    assert (got - want).abs().max().item() <= tol
+    assert got[-2].item() == 1.0 and got[-1].item() == -1.0
+    nan = be.from_host(torch.tensor([[float("nan")]], dtype=dtype))
+    be.activation_forward("tanh", nan, nan)
+    assert np.isnan(sn.to_numpy(nan)).all()
+
+
+def test_y_changed_in_place_is_validated_again(device):
+    """sgd skips the finite scan for the y tensor already loaded, but only
+    while it is unchanged: an in-place NaN is still refused, nothing moves."""
+    x, y = regression_data(50)
+    y = torch.from_numpy(y)
+    train = sn.training_network(article_net(device), x)
+    sn.sgd(train, y, sn.quadratic_cost, 2, 0.1)
+    before = sn.to_numpy(train.net.params)
+    y[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="y: expected finite values"):
+        sn.sgd(train, y, sn.quadratic_cost, 2, 0.1)
+    np.testing.assert_array_equal(sn.to_numpy(train.net.params), before)
+    assert train.epoch == 2
+    y[3, 0] = 0.5
+    assert train.holds_y(y) is False
+    sn.sgd(train, y, sn.quadratic_cost, 1, 0.1)
+    assert train.holds_y(y) and train.epoch == 3
+    np.testing.assert_array_equal(sn.to_numpy(train.y)[0], y[:, 0].numpy())
+
+
+def test_epochs_copy_nothing_beyond_the_products():
+    """Profile three epochs through the public sgd call (y already loaded):
+    the only copies are addmm's own (it writes the bias into z before the
+    product), one per layer per epoch; no other op touches whole arrays
+    except the kernels of the layers, the cost and the update."""
+    x, y = regression_data(500)
+    y = torch.from_numpy(y)
+    train = sn.training_network(article_net("cpu"), x)
+    sn.sgd(train, y, sn.quadratic_cost, 2, (0.1, 0.01))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        sn.sgd(train, y, sn.quadratic_cost, 3, (0.1, 0.01))
+    events = prof.events()
+    copies = [e for e in events if e.name == "aten::copy_"]
+    assert len(copies) == 3 * 3
+    assert {e.cpu_parent.name for e in copies} == {"aten::addmm"}
+    allowed = {"aten::addmm", "aten::mm", "aten::sum", "aten::sigmoid", "aten::add",
+               "aten::add_", "aten::sub", "aten::sigmoid_backward", "aten::tanh_backward",
+               "aten::mv", "aten::item"}
+    top = {e.name for e in events if e.cpu_parent is None and e.name.startswith("aten::")}
+    views = {"aten::t", "aten::view", "aten::transpose", "aten::as_strided"}
+    assert top - views <= allowed, top - views - allowed
