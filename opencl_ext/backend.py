@@ -159,7 +159,7 @@ class _Kernels:
         "softmax_backward": "i i B l B l",
         "cross_entropy_terms": "i i B l B l B l",
         "momentum_update": "i r r r i B l B l B l",
-        "adam_update": "i r r r r r r r B l B l B l B l",
+        "adam_update": "i r r r r r r r B l B l B l B l B l",
         "gather_columns": "i i i B l B l B l",
     }
 
@@ -698,9 +698,12 @@ class OpenCLBackend(Backend):
         self._elementwise("momentum_update", w.size, lr, decay, mu, int(nesterov), *_ref(w),
                           *_ref(v), *_ref(g))
 
-    def adam_update(self, w, m, v, g, *, scale, beta1, beta2, eps, step, sqrt_c2, decay):
-        self._elementwise("adam_update", w.size, scale, beta1, beta2, eps, step, sqrt_c2,
-                          decay, *_ref(w), *_ref(m), *_ref(v), *_ref(g))
+    def adam_update(self, w, m, v, g, count, *, scale, beta1, beta2, eps, step, sqrt_c2,
+                    decay):
+        # max(n, 1) work-items: work-item 0 also counts the step when w is empty.
+        self._kernels().adam_update(self.queue, *self._grid1(max(w.size, 1)), w.size, scale,
+                                    beta1, beta2, eps, step, sqrt_c2, decay, *_ref(w),
+                                    *_ref(m), *_ref(v), *_ref(g), *_ref(count))
 
     def index_buffer(self, size):
         """int64 indices ("long" in the kernels), released like any array."""

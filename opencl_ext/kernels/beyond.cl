@@ -105,15 +105,18 @@ __kernel void momentum_update(const int n, const REAL lr, const REAL decay, cons
 }
 
 /* Adam on the flat weights, g^ = scale g:  m = b1 m + (1 - b1) g^;
- * v = b2 v + (1 - b2) g^2;  w = w - decay w - step m / (sqrt(v) / sqrt_c2 + eps). */
+ * v = b2 v + (1 - b2) g^2;  w = w - decay w - step m / (sqrt(v) / sqrt_c2 + eps);
+ * and the step count t (count[0]) += 1, by work-item 0 (no other reads it). */
 __kernel void adam_update(const int n, const REAL scale, const REAL beta1, const REAL beta2,
                           const REAL eps, const REAL step, const REAL sqrt_c2,
                           const REAL decay,
                           __global REAL *w, const long w_off,
                           __global REAL *m, const long m_off,
                           __global REAL *v, const long v_off,
-                          __global const REAL *g, const long g_off) {
+                          __global const REAL *g, const long g_off,
+                          __global REAL *count, const long count_off) {
     const int i = get_global_id(0);
+    if (i == 0) count[count_off] += (REAL)(1);
     if (i >= n) return;
     const REAL gi = scale * g[g_off + i];
     const REAL mi = beta1 * m[m_off + i] + ((REAL)(1) - beta1) * gi;
