@@ -41,8 +41,13 @@ def test_round_trip_between_devices_bit_for_bit(device, tmp_path, dtype, convent
     for target in {device, "cpu"}:
         back = sn.load(path, device=target)
         assert back.device.split(":")[0] == target.split(":")[0]
-        same_network(net, back)
-        np.testing.assert_array_equal(sn.to_numpy(back(x)), sn.to_numpy(net(x)))
+        same_network(net, back)   # the parameters themselves: bit for bit
+        if target == device:
+            np.testing.assert_array_equal(sn.to_numpy(back(x)), sn.to_numpy(net(x)))
+        else:   # another backend sums in another order: equal to rounding
+            tol = 1e-5 if dtype == torch.float32 else 1e-12
+            np.testing.assert_allclose(sn.to_numpy(back(x)), sn.to_numpy(net(x)), rtol=tol,
+                                       atol=tol)
     converted = sn.load(str(path), dtype=torch.float64)
     np.testing.assert_allclose(sn.to_numpy(converted.params),
                                sn.to_numpy(net.params).astype(np.float64), rtol=0)

@@ -29,6 +29,17 @@ class Saboteur(sn.SGD):
     def __init__(self, eta, at, mode="nan", times=None, lam=0.0):
         super().__init__(eta, lam)
         self.at, self.mode, self.times, self.fired = at, mode, times, 0
+        self._base, self._k = None, 0
+
+    def _epoch(self, train):
+        """The epoch this step belongs to.  ``train.epoch`` advances once per
+        run of epochs (the kernels of a chunk run without touching host
+        state), so count steps since it last changed."""
+        if train.epoch != self._base:
+            self._base, self._k = train.epoch, 0
+        epoch = self._base + self._k
+        self._k += 1
+        return epoch
 
     def with_eta(self, eta):
         other = Saboteur(eta, self.at, self.mode, self.times, self.lam)
@@ -37,7 +48,7 @@ class Saboteur(sn.SGD):
 
     def step(self, train):
         super().step(train)
-        if train.epoch == self.at and (self.times is None or self.fired < self.times):
+        if self._epoch(train) == self.at and (self.times is None or self.fired < self.times):
             self.fired += 1
             be, params = train.backend, train.net.params
             if self.mode == "nan":

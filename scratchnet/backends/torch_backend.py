@@ -29,7 +29,9 @@ class TorchBackend(Backend):
         self.dtype = dtype
         # −1 as a 0-dim device tensor: torch.add(tensor, tensor, alpha=) is
         # the one-pass form of 2s − 1 (see activation_forward's tanh).
-        self._minus_one = torch.full((), -1.0, dtype=dtype, device=device)
+        # (None for the non-float arrays for_array may be handed, e.g. by amax.)
+        self._minus_one = torch.full((), -1.0, dtype=dtype, device=device) if (
+            dtype.is_floating_point) else None
 
     # ------------------------------------------------------------ discovery
     @classmethod
