@@ -47,6 +47,7 @@ from .costs import Cost
 from .network import Network, TrainingNetwork
 from .optim import as_optimizer
 from .sgd import _parse_schedule
+from .threads import epoch_threads, get_num_threads, threads_for
 
 
 class _Batches:
@@ -180,7 +181,9 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
     ``seed`` (the same seed gives the same batches on every device);
     ``shuffle=False`` keeps the data's order.  The last batch holds the
     N mod B remaining samples: nothing is dropped.  ``monitors`` are the
-    same objects ``sgd`` takes (they see the B-sized training network).
+    same objects ``sgd`` takes (they see the B-sized training network).  On
+    the CPU the thread count follows ``sgd``'s rule
+    (:mod:`scratchnet.threads`), judged on the B-sized products.
 
     Every argument is checked before anything is allocated; a rejected call
     changes nothing.  Device memory is released when the call returns.
@@ -219,13 +222,17 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
             raise TypeError(f"monitors[{i}]: expected a monitor with an int chunk >= 1, "
                             f"got {monitor!r}")
 
+    get_num_threads()   # validates SCRATCHNET_NUM_THREADS before anything is allocated
+
     rng = np.random.default_rng(seed) if shuffle else None
     batches = _Batches(net, x, y, batch_size)
     try:
         for monitor in monitors:
             monitor.start(batches.main, cost, schedule[0][1] if schedule else None)
         try:
-            costs = [_run(batches, cost, e, opt, rng, monitors) for e, opt in schedule]
+            # sgd's CPU thread rule, judged on the batch-sized products
+            with epoch_threads(threads_for(batches.main)):
+                costs = [_run(batches, cost, e, opt, rng, monitors) for e, opt in schedule]
         finally:
             for monitor in monitors:
                 monitor.finish(batches.main)

@@ -24,7 +24,6 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 import scratchnet as sn
 
@@ -123,11 +122,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="initialisation and shuffling")
     parser.add_argument("--log-dir", default=None, help="TensorBoard run directory")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: the matrices are small, and "
-                             "more threads only wait on each other)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for training (default: scratchnet's rule, one "
+                             "thread for products this small)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        sn.set_num_threads(args.threads)
     result = run(args.device, args.epochs, args.hidden, args.eta, args.batch_size, args.seed,
                  args.log_dir, activation=args.activation, lam=args.lam)
     print(f"digits: 64-{args.hidden}-10 ({args.activation}, softmax), Adam(eta={args.eta}, "
