@@ -152,6 +152,15 @@ class _Kernels:
         "transpose": "i i B l B l",
         "reduce_partial": "i i i B l i B l B",
         "reduce_finish": "i i B B l",
+        # beyond.cl
+        "elu_forward": "i B l B l",
+        "elu_backward": "i B l B l",
+        "softmax_forward": "i i B l B l",
+        "softmax_backward": "i i B l B l",
+        "cross_entropy_terms": "i i B l B l B l",
+        "momentum_update": "i r r r i B l B l B l",
+        "adam_update": "i r r r r r r r B l B l B l B l B l",
+        "gather_columns": "i i i B l B l B l",
     }
 
     def __init__(self, program: Any, np_dtype: np.dtype, tune: dict[str, int]):
@@ -540,7 +549,7 @@ class OpenCLBackend(Backend):
                      biasoff, bias_sign, act, dbuf, doff, dact, *_ref(C))
 
     def _reduce(self, op: int, x, out_buf, out_off: int) -> None:
-        """out_buf[out_off] := Σ x² (op 0) or max |x| (op 1), on the device."""
+        """out_buf[out_off] := Σ x² (op 0), max |x| (op 1) or Σ x (op 2), on the device."""
         k = self._kernels()
         n = x.size
         vw = self._vw
@@ -655,6 +664,72 @@ class OpenCLBackend(Backend):
             ybuf, yoff = _ref(y)
             self._kernels().axpby(self.queue, *self._grid1(-(-n // self._vw)), n, alpha,
                                   ybuf, yoff, *_ref(x), ybuf, yoff)
+
+    # ------------------------------------------ beyond the series (beyond.cl)
+    def _elementwise(self, kernel: str, n: int, *args) -> None:
+        """One scalar work-item per element."""
+        if n:
+            getattr(self._kernels(), kernel)(self.queue, *self._grid1(n), n, *args)
+
+    def elu_forward(self, z, a):
+        self._elementwise("elu_forward", z.size, *_ref(z), *_ref(a))
+
+    def elu_backward(self, a, g):
+        self._elementwise("elu_backward", g.size, *_ref(a), *_ref(g))
+
+    def softmax_forward(self, z, a, work):
+        rows, cols = z.shape
+        if rows and cols:   # one work-item per column: no work vector needed
+            self._kernels().softmax_forward(self.queue, *self._grid1(cols), rows, cols,
+                                            *_ref(z), *_ref(a))
+
+    def softmax_backward(self, a, g, work):
+        rows, cols = g.shape
+        if rows and cols:
+            self._kernels().softmax_backward(self.queue, *self._grid1(cols), rows, cols,
+                                             *_ref(a), *_ref(g))
+
+    def cross_entropy_sum(self, scratch, a, y, out, binary):
+        self._elementwise("cross_entropy_terms", a.size, int(binary), *_ref(a), *_ref(y),
+                          *_ref(scratch))
+        self._reduce(2, scratch, *_ref(out))
+
+    def momentum_update(self, w, v, g, *, lr, decay, mu, nesterov):
+        self._elementwise("momentum_update", w.size, lr, decay, mu, int(nesterov), *_ref(w),
+                          *_ref(v), *_ref(g))
+
+    def adam_update(self, w, m, v, g, count, *, scale, beta1, beta2, eps, step, sqrt_c2,
+                    decay):
+        # max(n, 1) work-items: work-item 0 also counts the step when w is empty.
+        self._kernels().adam_update(self.queue, *self._grid1(max(w.size, 1)), w.size, scale,
+                                    beta1, beta2, eps, step, sqrt_c2, decay, *_ref(w),
+                                    *_ref(m), *_ref(v), *_ref(g), *_ref(count))
+
+    def index_buffer(self, size):
+        """int64 indices ("long" in the kernels), released like any array."""
+        array = cla.Array(self.queue, (int(size),), np.int64)
+        if array.base_data is not None:
+            alloc = _Allocation(array.base_data)
+            alloc.users.append(weakref.ref(array))
+            array._sn_alloc = alloc
+            cl.enqueue_fill_buffer(self.queue, array.base_data, np.int64(0), 0, array.nbytes)
+        return array
+
+    def load_index(self, dst, host):
+        """Blocking: the caller reshuffles ``host`` in place next epoch, so the
+        copy must be done before it returns (one sync per epoch)."""
+        if dst.size:
+            buf, off = _ref(dst)
+            cl.enqueue_copy(self.queue, buf, np.ascontiguousarray(host, np.int64),
+                            dst_offset=off * 8, is_blocking=True)
+
+    def gather_columns(self, out, src, index):
+        rows, cols = out.shape
+        if rows and cols:
+            wg = 16 if self._wg >= 256 else 8
+            self._kernels().gather_columns(self.queue, (_up(cols, wg), _up(rows, wg)),
+                                           (wg, wg), rows, cols, src.shape[1], *_ref(out),
+                                           *_ref(src), *_ref(index))
 
     def amax(self, array):
         if array.size == 0:

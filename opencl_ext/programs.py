@@ -20,7 +20,7 @@ import pyopencl as cl
 
 #: Kernel files in the order they are concatenated (common.cl defines the
 #: types and helpers the others use).
-KERNEL_FILES = ("common.cl", "matmul.cl", "elementwise.cl", "reduce.cl")
+KERNEL_FILES = ("common.cl", "matmul.cl", "elementwise.cl", "reduce.cl", "beyond.cl")
 
 _lock = threading.Lock()
 _source: str | None = None

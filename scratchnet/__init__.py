@@ -13,16 +13,17 @@ matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
     sn.sgd(train, y, sn.quadratic_cost, 1000, (0.3, 0.9))
 """
 
-from .activations import Activation, linear, relu, sigmoid, tanh
+from .activations import Activation, elu, linear, relu, sigmoid, softmax, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
 from .checkpoint import CheckpointError, load, load_training, save
-from .costs import quadratic_cost
+from .costs import Cost, cross_entropy, quadratic_cost
 from .distributed import distributed_training_network
 from .guard import DivergenceError, DivergenceWarning
 from .layers import fully_connected
+from .minibatch import train
 from .network import Network, TrainingNetwork, inference_network, training_network
-from .optim import SGD
+from .optim import SGD, Adam
 from .sgd import sgd
 from .threads import get_num_threads, set_num_threads
 
@@ -33,5 +34,7 @@ __all__ = [
     "sigmoid", "tanh", "to_numpy", "training_network",
     # reliability: guard, checkpoints
     "CheckpointError", "DivergenceError", "DivergenceWarning", "load", "load_training", "save",
+    # beyond the series
+    "Adam", "Cost", "cross_entropy", "elu", "softmax", "train",
 ]
 __version__ = "0.1.0"

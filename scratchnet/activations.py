@@ -12,7 +12,16 @@ sigmoid    1 / (1 + e^(−z))        a (1 − a)
 tanh       tanh z                  1 − a²
 linear     z                       1
 relu       max(z, 0)               1 if a > 0 else 0
+elu        z if z > 0 else eᶻ − 1  1 if a > 0 else a + 1
+softmax    eᶻʲ / Σₖ eᶻᵏ (a column) diag(a) − a aᵀ (a Jacobian)
 =========  ======================  ==========================
+
+``elu`` and ``softmax`` come after the series (Deep Diamond has both).
+Softmax is the one activation that is not elementwise: it normalises each
+column (one sample's features), so its backward pass is a Jacobian–vector
+product, g ← a ⊙ (g − aᵀg), per column, and both passes need an (n,) work
+vector.  Paired with ``cross_entropy`` that product is never computed: the
+cost hands the layer δ = a − y directly (see ``costs.py``).
 """
 
 from __future__ import annotations
@@ -28,16 +37,53 @@ class Activation:
     formula: str
     derivative: str
 
+    #: True when the activation needs an (n,) work vector (column-wise).
+    columnwise = False
+
     def __repr__(self) -> str:
         return f"scratchnet.{self.name}"
+
+    def forward(self, backend, z, a, work=None) -> None:
+        """a := f(z) on the device (``a`` may be ``z``)."""
+        backend.activation_forward(self.name, z, a)
+
+    def backward(self, backend, a, g, work=None) -> None:
+        """g := g ⊙ f'(z), through a = f(z), in place."""
+        backend.activation_backward(self.name, a, g)
+
+
+class _Elu(Activation):
+    """elu with α = 1 (its own backend kernels: the series' four activations
+    share one kernel pair that older backends implement)."""
+
+    def forward(self, backend, z, a, work=None) -> None:
+        backend.elu_forward(z, a)
+
+    def backward(self, backend, a, g, work=None) -> None:
+        backend.elu_backward(a, g)
+
+
+class _Softmax(Activation):
+    """Column-wise softmax, numerically stable (the column max is
+    subtracted before exponentiating, so e^z never overflows)."""
+
+    columnwise = True
+
+    def forward(self, backend, z, a, work=None) -> None:
+        backend.softmax_forward(z, a, work)
+
+    def backward(self, backend, a, g, work=None) -> None:
+        backend.softmax_backward(a, g, work)
 
 
 sigmoid = Activation("sigmoid", "1 / (1 + exp(-z))", "a * (1 - a)")
 tanh = Activation("tanh", "tanh(z)", "1 - a**2")
 linear = Activation("linear", "z", "1")
 relu = Activation("relu", "max(z, 0)", "a > 0")
+elu = _Elu("elu", "z if z > 0 else exp(z) - 1", "1 if a > 0 else a + 1")
+softmax = _Softmax("softmax", "exp(z) / sum(exp(z)) per column", "diag(a) - a a^T")
 
-BY_NAME = {act.name: act for act in (sigmoid, tanh, linear, relu)}
+BY_NAME = {act.name: act for act in (sigmoid, tanh, linear, relu, elu, softmax)}
 
 
 def activation(spec: Activation | str) -> Activation:

@@ -64,8 +64,8 @@ ENV = "SCRATCHNET_CUDA_GRAPHS"
 def graph_key(optimizer):
     """A hashable value that fixes what ``optimizer.step`` launches, or
     ``None`` when the optimizer cannot be captured (then: eager)."""
-    if type(optimizer) is SGD:
-        return ("SGD", optimizer.eta, optimizer.lam)
+    if type(optimizer) is SGD:   # momentum's μ and its state's address are fixed too
+        return ("SGD", optimizer.eta, optimizer.lam, optimizer.mu, optimizer.nesterov)
     key_fn = getattr(optimizer, "graph_key", None)
     return None if key_fn is None else (type(optimizer), key_fn())
 

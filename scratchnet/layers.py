@@ -63,12 +63,14 @@ class FullyConnected:
     def __repr__(self) -> str:
         return f"fully_connected({self.in_dim} -> {self.out_dim}, {self.activation!r})"
 
-    def forward(self, a_prev, z) -> None:
-        """z := σ(W a_prev + b 1ᵀ), in place in z (inference keeps no z)."""
+    def forward(self, a_prev, z, work=None) -> None:
+        """z := σ(W a_prev + b 1ᵀ), in place in z (inference keeps no z).
+        ``work``: an (n,) scratch array, needed by column-wise activations
+        (softmax)."""
         be = self.backend
         be.linear_forward(z, self.weights, self.bias_operand, a_prev, self.bias_sign)
         if self.activation.name != "linear":
-            be.activation_forward(self.activation.name, z, z)
+            self.activation.forward(be, z, z, work)
 
 
 class FullyConnectedTraining:
@@ -88,6 +90,8 @@ class FullyConnectedTraining:
         self.z = be.zeros((layer.out_dim, n))
         # linear: a = z, so the forward pass needs no copy.
         self.a = self.z if layer.activation.name == "linear" else be.zeros((layer.out_dim, n))
+        # softmax normalises columns: an (n,) work vector for both passes.
+        self.work = be.zeros((n,)) if layer.activation.columnwise else None
         # What forward/backward read every epoch, fetched once: at n = 100 an
         # epoch is ~20 kernels of a few µs, so each attribute hop shows.
         self.backend = be
@@ -95,25 +99,39 @@ class FullyConnectedTraining:
         self.bias_operand = layer.bias_operand
         self.bias_sign = layer.bias_sign
         self.act = layer.activation.name
+        # The series' four activations share the backend's activation kernels
+        # (called directly: the hot path); elu and softmax have their own.
+        self.activation = layer.activation
+        self.plain = type(layer.activation) is Activation
 
     def forward(self) -> None:
         """z = W a_{l−1} + b 1ᵀ;  a = σ(z)."""
         be = self.backend
         be.linear_forward(self.z, self.weights, self.bias_operand, self.a_prev, self.bias_sign)
         if self.a is not self.z:
-            be.activation_forward(self.act, self.z, self.a)
+            if self.plain:
+                be.activation_forward(self.act, self.z, self.a)
+            else:
+                self.activation.forward(be, self.z, self.a, self.work)
 
-    def backward(self) -> None:
+    def backward(self, delta: bool = False) -> None:
         """z holds ∇_a C on entry.  δ = ∇_a C ⊙ σ'(z) (in z);
         dW = δ a_{l−1}ᵀ;  db = δ 1;  g_prev = Wᵀ δ.  (With the series'
         bias sign db is not −∂C/∂b's negative but the series' own step.)
 
         The order matters: dW reads a_{l−1} before g_prev is written (a
         linear previous layer's a *is* its z), and g_prev reads W before any
-        update (updates happen after the whole backward pass)."""
+        update (updates happen after the whole backward pass).
+
+        ``delta``: z already holds δ, not ∇_a C (a cost fused with this
+        output activation, e.g. cross-entropy after softmax: δ = a − y), so
+        σ' is skipped."""
         be = self.backend
-        if self.a is not self.z:   # linear: σ' = 1, the gradient already is δ
-            be.activation_backward(self.act, self.a, self.z)
+        if not delta and self.a is not self.z:   # linear: σ' = 1, z already is δ
+            if self.plain:
+                be.activation_backward(self.act, self.a, self.z)
+            else:
+                self.activation.backward(be, self.a, self.z, self.work)
         be.weight_gradient(self.dw, self.db, self.z, self.a_prev)
         if self.g_prev is not None:
             be.input_gradient(self.g_prev, self.weights, self.z)
@@ -123,5 +141,7 @@ class FullyConnectedTraining:
         if self.a is not self.z:
             be.release(self.a)
         be.release(self.z)
-        self.z = self.a = None
+        if self.work is not None:
+            be.release(self.work)
+        self.z = self.a = self.work = None
         self.weights = self.bias_operand = None

@@ -121,8 +121,11 @@ class Network(_Closable):
         a = check.to_columns(x, be)
         for layer in self.layers:
             z = be.zeros((layer.out_dim, a.shape[1]))
-            layer.forward(a, z)
+            work = be.zeros((a.shape[1],)) if layer.activation.columnwise else None
+            layer.forward(a, z, work)
             be.release(a)
+            if work is not None:
+                be.release(work)
             a = z
         out = be.transpose(a)
         be.release(a)
@@ -143,7 +146,8 @@ class TrainingNetwork(_Closable):
     size), ``epoch`` (epochs trained so far, across :func:`~scratchnet.sgd`
     calls), ``layers`` (the training layers), ``grads`` (flat gradient array
     in the layout of ``net.params``), ``output`` (the last layer's a),
-    ``state`` (optimizer state, e.g. momentum buffers, by name).
+    ``state`` (optimizer state by name: device arrays, e.g. the momentum
+    velocity, Adam's moments and its step count).
 
     Data parallelism (``scratchnet/distributed.py``) needs two more:
     ``n_global``, the n of the update and of the reported cost (the sum of
@@ -168,6 +172,9 @@ class TrainingNetwork(_Closable):
         self.cost_sum = be.view(self.reduce_buffer, net.n_params, (1,))
         self.weights_grad = be.view(self.reduce_buffer, 0, (net.n_weights,))
         self.weights_flat = be.view(net.params, 0, (net.n_weights,))
+        n_biases = net.n_params - net.n_weights
+        self.biases_grad = be.view(self.reduce_buffer, net.n_weights, (n_biases,))
+        self.biases_flat = be.view(net.params, net.n_weights, (n_biases,))
         self.y = be.zeros((net.out_dim, self.n))
         self.y_source = None   # (object, version) of the y now in self.y
         self._cost_slots: list = []   # per-epoch cost slots, see cost_slots()
@@ -204,10 +211,13 @@ class TrainingNetwork(_Closable):
         for layer in self.layers:
             layer.forward()
 
-    def backward(self) -> None:
-        """The output layer's z must hold ∇_{a_L}C; fills ``grads``."""
+    def backward(self, output_delta: bool = False) -> None:
+        """The output layer's z must hold ∇_{a_L}C (or δ_L itself when
+        ``output_delta``: a cost fused with the output activation); fills
+        ``grads``."""
+        last = self.layers[-1]
         for layer in reversed(self.layers):
-            layer.backward()
+            layer.backward(output_delta and layer is last)
 
     def cost_slots(self, k: int) -> list:
         """``k`` one-element device arrays, views of one buffer, that receive
@@ -270,6 +280,7 @@ class TrainingNetwork(_Closable):
             be.release(getattr(self, name))
             setattr(self, name, None)
         self.grads = self.cost_sum = self.weights_grad = self.all_reduce = None
+        self.biases_grad = self.weights_flat = self.biases_flat = None
         for buf in list(self.state.values()) + list(self._buffers.values()):
             be.release(buf)
         self.state.clear()

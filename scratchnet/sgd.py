@@ -46,7 +46,7 @@ import torch
 
 from . import validation as check
 from .checkpoint import Checkpointer
-from .costs import QuadraticCost
+from .costs import Cost
 from .guard import Guard
 from .network import TrainingNetwork
 from .optim import as_optimizer
@@ -96,30 +96,30 @@ def epoch_kernels(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slo
     ``epochs`` epochs and touches no host state (a CUDA graph records it)."""
     be = train.backend
     out = train.layers[-1]
+    cost = cost.bind(train.net)   # e.g. cross-entropy: binary or categorical
     reduce = train.all_reduce
     if epochs == 0:
         train.forward()
-        cost.output_gradient(be, out.z, out.a, train.y)
-        cost.accumulate(be, out.z, train.cost_sum)
+        cost.gradient(be, out.z, out.a, train.y, train.cost_sum)
         if reduce is not None:
             reduce(train.cost_sum)
         return
     # The hot loop: every name it calls is bound once here (at n = 100 an
     # epoch is 20 kernels of 1-5 µs each, so Python's lookups show).
     forward, backward, step = train.forward, train.backward, optimizer.step
-    gradient, accumulate = cost.output_gradient, cost.accumulate
+    gradient, fused = cost.gradient, cost.fused
     g, a, y = out.z, out.a, train.y
     last = epochs - 1
     for epoch in range(epochs):
         forward()
-        gradient(be, g, a, y)
         if reduce is not None:
-            accumulate(be, g, train.cost_sum)   # reduced with the gradients below
+            slot = train.cost_sum   # reduced with the gradients below
         elif cost_slots is not None:
-            accumulate(be, g, cost_slots[epoch])
-        elif epoch == last:
-            accumulate(be, g, train.cost_sum)
-        backward()
+            slot = cost_slots[epoch]
+        else:
+            slot = train.cost_sum if epoch == last else None
+        gradient(be, g, a, y, slot)
+        backward(fused)
         if reduce is not None:
             reduce(train.reduce_buffer)
             if cost_slots is not None:
@@ -201,9 +201,9 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
         raise TypeError(f"train: expected a TrainingNetwork (training_network(net, x)), "
                         f"got {type(train).__name__}")
     train._check_open()
-    if not isinstance(cost, QuadraticCost):
-        raise TypeError(f"cost: expected a scratchnet cost such as scratchnet.quadratic_cost, "
-                        f"got {cost!r}")
+    if not isinstance(cost, Cost):
+        raise TypeError(f"cost: expected a scratchnet cost such as scratchnet.quadratic_cost "
+                        f"or scratchnet.cross_entropy, got {cost!r}")
     if hyper is None:
         if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
             raise TypeError("hyper: missing; call sgd(train, y, cost, epochs, hyper) or "
@@ -213,8 +213,10 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
         schedule = [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))]
         single = True
     # The finite-values scan is skipped for the tensor already loaded and unchanged.
+    held = train.holds_y(y)
     y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n,
-                     check_values=not train.holds_y(y))
+                     check_values=not held)
+    cost.check(train.net, None if held else y)
     if isinstance(monitors, (str, bytes)) or not hasattr(monitors, "__iter__"):
         raise TypeError(f"monitors: expected a list of monitors, got {monitors!r}")
     monitors = list(monitors)

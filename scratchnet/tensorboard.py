@@ -210,8 +210,7 @@ class TensorBoardLogger:
             t = self._test_train
             out = t.layers[-1]
             t.forward()
-            self.cost.output_gradient(be, out.z, out.a, t.y)
-            self.cost.accumulate(be, out.z, self._test_sum)
+            self.cost.bind(t.net).gradient(be, out.z, out.a, t.y, self._test_sum)
         host = be.to_numpy(self._snapshot).astype(np.float64)
         weights = host[:-1]
         starts = self._starts

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import scratchnet as sn
 
 TORCH_ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z,
-             "relu": torch.relu}
+             "relu": torch.relu, "elu": torch.nn.functional.elu,
+             "softmax": lambda z: torch.softmax(z, dim=1)}   # rows are samples here
 
 
 def params64(net):
@@ -59,3 +61,15 @@ def article_net(device, seed=0, dtype=torch.float32, **kw):
                                     sn.fully_connected(16, sn.tanh),
                                     sn.fully_connected(1, sn.linear)],
                                 device=device, dtype=dtype, seed=seed, **kw)
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """torch on one CPU thread for the test: these matrices are tiny, and on
+    a loaded 2-core machine intra-op threads spin waiting for each other (a
+    4-epoch digits run: 57 s with 2 threads, 6 s with 1).  Import it into a
+    test module with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,13 +9,13 @@ from helpers import forward64, params64, quadratic64
 
 import scratchnet as sn
 
-ACTS = ["sigmoid", "tanh", "linear", "relu"]
+ACTS = ["sigmoid", "tanh", "linear", "relu", "elu", "softmax"]
 
 
 def random_architecture(rng):
     depth = int(rng.integers(1, 6))
     in_dim = int(rng.integers(1, 65))
-    layers = [sn.fully_connected(int(rng.integers(1, 65)), ACTS[int(rng.integers(0, 4))])
+    layers = [sn.fully_connected(int(rng.integers(1, 65)), ACTS[int(rng.integers(0, len(ACTS)))])
               for _ in range(depth)]
     return in_dim, layers, int(rng.integers(1, 301))
 

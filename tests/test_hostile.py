@@ -189,7 +189,8 @@ def hypers(draw):
         return hyper, eta, lam, eta_ok(eta) and lam_ok(lam)
     if form == "tuple1":
         return (eta,), eta, 0.0, eta_ok(eta)
-    return ((eta, lam, 0.1) if form == "triple" else ()), eta, lam, False
+    # (eta, lam, mu) is momentum (part 16); mu = 1.5 is out of [0, 1): refused
+    return ((eta, lam, 1.5) if form == "triple" else ()), eta, lam, False
 
 
 def reference_train(net, x32, y32, steps) -> np.ndarray:
@@ -253,7 +254,7 @@ def test_sgd_arguments(ycase, hyper, epochs, guard):
         with pytest.raises(Exception) as info:  # noqa: B017 - the type is the property
             sn.sgd(train, ydata, sn.quadratic_cost, epochs, hyper, guard=guard)
         bad = [n for n, ok in (("y", y_valid), ("epochs", e_valid)) if not ok]
-        bad += [] if h_valid else ["hyper", "eta", "lam"]
+        bad += [] if h_valid else ["hyper", "eta", "lam", "mu"]
         bad += ["schedule"] if hyper is None else []   # sgd(train, y, cost, schedule)
         refused(info.value, *bad)
         np.testing.assert_array_equal(sn.to_numpy(net.params), start)

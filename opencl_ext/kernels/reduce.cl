@@ -5,6 +5,7 @@
  *   op 0  sum of squares   s = sum_i x_i^2            (the quadratic cost)
  *   op 1  max magnitude    m = max_i |x_i|, NaN if any x_i is NaN
  *                          (amax; all_finite is "m is finite")
+ *   op 2  sum              s = sum_i x_i               (cross-entropy terms)
  *
  * Stage 1 (reduce_partial): work-item c reduces elements
  * [c * chunk, min((c + 1) * chunk, n)) with VW-wide vectors; with `direct`
@@ -37,6 +38,11 @@ __kernel void reduce_partial(const int op, const int n, const int chunk,
         }
         r = hsum(acc);
         for (; i < i1; ++i) r += x[i] * x[i];
+    } else if (op == 2) {
+        REALV acc = (REALV)(0);
+        for (; i + VW <= i1; i += VW) acc += VLOAD(x + i);
+        r = hsum(acc);
+        for (; i < i1; ++i) r += x[i];
     } else {
         REALV m = (REALV)(0);
         for (; i + VW <= i1; i += VW) {
@@ -67,7 +73,7 @@ __kernel void reduce_finish(const int op, const int parts, __global const REAL *
     if (get_global_id(0) != 0) return;
     REAL r = 0;
     for (int c = 0; c < parts; ++c) {
-        if (op == 0) r += P[c];
+        if (op != 1) r += P[c];
         else r = MAXABS(r, P[c]);
     }
     out[out_off] = r;

@@ -201,3 +201,80 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def all_finite(self, array) -> bool:
         """True when no entry is NaN or ±inf."""
+
+    # ------------------------------------------ beyond the series (optional)
+    # Kernels for classification, mini-batches and the optimizers after part
+    # 16.  They are not abstract, so a backend written before them still
+    # imports and runs everything the series needs; calling one it lacks
+    # raises NotImplementedError naming the op and the backend.
+    def _missing(self, op: str):
+        return NotImplementedError(
+            f"{op}: not implemented by the {getattr(self, 'name', type(self).__name__)} backend "
+            f"({type(self).__module__}.{type(self).__name__}) on "
+            f"{getattr(self, 'device', '?')}; it is needed for elu/softmax/cross_entropy, "
+            f"mini-batches (scratchnet.train) and momentum/Adam")
+
+    def elu_forward(self, z, a) -> None:
+        """a := elu(z) = z if z > 0 else eᶻ − 1, elementwise (α = 1); ``a``
+        may be ``z``."""
+        raise self._missing("elu_forward")
+
+    def elu_backward(self, a, g) -> None:
+        """g := g ⊙ elu'(z), in place, through a = elu(z): 1 if a > 0 else
+        a + 1 (since eᶻ = a + 1 there)."""
+        raise self._missing("elu_backward")
+
+    def softmax_forward(self, z, a, work) -> None:
+        """a := softmax of every column of z (features are rows), computed
+        stably as e^(z − max) / Σ e^(z − max).  ``work`` is an (n,) scratch
+        array; ``a`` may be ``z``."""
+        raise self._missing("softmax_forward")
+
+    def softmax_backward(self, a, g, work) -> None:
+        """g := a ⊙ (g − 1 (aᵀg)) per column, in place: the softmax Jacobian
+        diag(a) − a aᵀ applied to g without forming it.  ``work`` is an (n,)
+        scratch array."""
+        raise self._missing("softmax_backward")
+
+    def cross_entropy_sum(self, scratch, a, y, out, binary: bool) -> None:
+        """out := −Σ y ln a (``binary`` False: softmax outputs) or
+        −Σ [y ln a + (1 − y) ln(1 − a)] (``binary``: sigmoid outputs), summed
+        over every entry into the 1-element ``out``, with each logarithm
+        floored at −100 (torch's BCE convention) so a confidently wrong
+        sample costs 100, not inf.  ``scratch`` (shape of a) may be
+        overwritten."""
+        raise self._missing("cross_entropy_sum")
+
+    def momentum_update(self, w, v, g, *, lr: float, decay: float, mu: float,
+                        nesterov: bool) -> None:
+        """Elementwise over the flat weights (see ``scratchnet/optim.py``):
+        v := μ v − lr g;  w := w − decay·w + v (plain) or
+        w := w − decay·w + μ v − lr g (Nesterov), with v the updated one.
+        The decay is added to the step, not applied as (1 − decay)·w."""
+        raise self._missing("momentum_update")
+
+    def adam_update(self, w, m, v, g, count, *, scale: float, beta1: float, beta2: float,
+                    eps: float, step: float, sqrt_c2: float, decay: float) -> None:
+        """Elementwise over the flat weights (see ``scratchnet/optim.py``),
+        with ĝ = scale·g:  m := β₁m + (1 − β₁)ĝ;  v := β₂v + (1 − β₂)ĝ²;
+        w := w − decay·w − step · m / (√v / sqrt_c2 + ε); and the 1-element
+        ``count`` := count + 1 (Adam's t, kept on the device with m and v so
+        that checkpoints and the guard's snapshots carry it).  ``g`` may be
+        overwritten."""
+        raise self._missing("adam_update")
+
+    def index_buffer(self, size: int) -> Any:
+        """A new zero-filled 1-D device array of ``size`` integer indices
+        (the backend picks the integer type)."""
+        raise self._missing("index_buffer")
+
+    def load_index(self, dst, host: np.ndarray) -> None:
+        """dst := host, an integer numpy array of dst's length (host → device,
+        no allocation on the device)."""
+        raise self._missing("load_index")
+
+    def gather_columns(self, out, src, index) -> None:
+        """out[:, j] := src[:, index[j]] for every column j of ``out``;
+        ``index`` is an index array (or a :meth:`view` of one) of length
+        out.shape[1]."""
+        raise self._missing("gather_columns")

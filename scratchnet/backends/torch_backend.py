@@ -177,3 +177,80 @@ class TorchBackend(Backend):
 
     def all_finite(self, array):
         return bool(torch.isfinite(array).all().item())
+
+    # ------------------------------------------ beyond the series
+    def elu_forward(self, z, a):
+        _aten.elu.out(z, 1.0, 1.0, 1.0, out=a)
+
+    def elu_backward(self, a, g):
+        # is_result=True: the derivative is read through the output, a + 1.
+        _aten.elu_backward.grad_input(g, 1.0, 1.0, 1.0, True, a, grad_input=g)
+
+    def softmax_forward(self, z, a, work):
+        # Column-wise: subtract each column's max so no e^z overflows.
+        torch.amax(z, dim=0, out=work)
+        torch.sub(z, work, out=a)
+        a.exp_()
+        torch.sum(a, dim=0, out=work)
+        a.div_(work)
+
+    def softmax_backward(self, a, g, work):
+        g.mul_(a)                            # a ⊙ g
+        torch.sum(g, dim=0, out=work)        # aᵀg per column
+        g.addcmul_(a, work, value=-1.0)      # a ⊙ g − a (aᵀg)
+
+    def cross_entropy_sum(self, scratch, a, y, out, binary):
+        flat = scratch.view(-1)
+        if binary:
+            # aten's BCE kernel clamps each log at −100 itself.
+            _aten.binary_cross_entropy.out(a, y, None, 0, out=scratch)
+            torch.sum(flat, dim=0, keepdim=True, out=out)
+        else:
+            torch.log(a, out=scratch)
+            scratch.clamp_min_(-100.0)
+            torch.mv(y.view(1, -1), flat, out=out)
+            out.neg_()
+
+    def _k(self, value: float):
+        """``value`` in a reused 1-element tensor: a Python scalar in
+        ``mul_``/``div_``/``add_`` is wrapped into a fresh tensor on every
+        call (an allocation per op per step); this register is filled
+        instead.  In-order execution makes reusing it safe."""
+        k = self.__dict__.get("_register")
+        if k is None:
+            k = self._register = torch.empty(1, dtype=self.dtype, device=self.torch_device)
+        return k.fill_(value)
+
+    def momentum_update(self, w, v, g, *, lr, decay, mu, nesterov):
+        v.mul_(self._k(mu)).add_(g, alpha=-lr)     # v := μv − lr g
+        # g is free now: build the whole step there and add it to w once.
+        if nesterov:
+            g.mul_(self._k(-lr)).add_(v, alpha=mu)  # μv − lr g
+        else:
+            g.copy_(v)
+        if decay:
+            g.add_(w, alpha=-decay)
+        w.add_(g)
+
+    def adam_update(self, w, m, v, g, count, *, scale, beta1, beta2, eps, step, sqrt_c2,
+                    decay):
+        count.add_(self._k(1.0))                             # t
+        g.mul_(self._k(scale))                               # ĝ
+        m.mul_(self._k(beta1)).add_(g, alpha=1.0 - beta1)
+        v.mul_(self._k(beta2)).addcmul_(g, g, value=1.0 - beta2)
+        torch.sqrt(v, out=g)                                 # g is free now
+        g.div_(self._k(sqrt_c2)).add_(self._k(eps))          # √v / √c₂ + ε
+        torch.div(m, g, out=g)
+        g.mul_(self._k(-step))
+        if decay:
+            g.add_(w, alpha=-decay)
+        w.add_(g)                                            # w rounded once
+
+    def index_buffer(self, size):
+        return torch.zeros(size, dtype=torch.int64, device=self.torch_device)
+
+    def load_index(self, dst, host):
+        dst.copy_(torch.from_numpy(host))
+
+    def gather_columns(self, out, src, index):
+        torch.index_select(src, 1, index, out=out)
