@@ -24,11 +24,11 @@ from .layers import fully_connected
 from .minibatch import train
 from .network import Network, TrainingNetwork, inference_network, training_network
 from .optim import SGD, Adam
-from .sgd import sgd
+from .sgd import Monitor, sgd
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
-    "Activation", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
+    "Activation", "Monitor", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
     "distributed", "distributed_training_network", "fully_connected", "get_num_threads",
     "inference_network", "linear", "quadratic_cost", "relu", "set_num_threads", "sgd",
     "sigmoid", "tanh", "to_numpy", "training_network",

@@ -37,16 +37,12 @@ the weights each saw.  Only the epochs whose cost is wanted compute it.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
 from . import validation as check
-from .costs import Cost
 from .network import Network, TrainingNetwork
-from .optim import as_optimizer
-from .sgd import _parse_schedule
+from .sgd import parse_plan
 from .threads import epoch_threads, get_num_threads, threads_for
 
 
@@ -192,17 +188,7 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
         raise TypeError(f"net: expected a scratchnet Network (inference_network(...)), "
                         f"got {type(net).__name__}")
     net._check_open()
-    if not isinstance(cost, Cost):
-        raise TypeError(f"cost: expected a scratchnet cost such as scratchnet.quadratic_cost "
-                        f"or scratchnet.cross_entropy, got {cost!r}")
-    if hyper is None:
-        if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
-            raise TypeError("hyper: missing; call train(net, x, y, cost, epochs, hyper, ...) "
-                            "or train(net, x, y, cost, [(epochs, hyper), ...], ...)")
-        schedule, single = _parse_schedule(epochs), False
-    else:
-        schedule = [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))]
-        single = True
+    schedule, single = parse_plan(cost, epochs, hyper, "train(net, x, y, cost")
     x = check.matrix("x", x, net.backend, cols=net.in_dim)
     y = check.matrix("y", y, net.backend, cols=net.out_dim, rows=int(x.shape[0]))
     cost.check(net, y)

@@ -54,6 +54,24 @@ from .tensorboard import TensorBoardLogger
 from .threads import epoch_threads, threads_for
 
 
+class Monitor:
+    """A convenient base for monitors: every hook is a no-op, ``chunk`` is 1.
+    Override what you need (usually ``chunk`` and :meth:`after_chunk`); the
+    protocol is in this module's docstring."""
+
+    chunk = 1
+
+    def start(self, train, cost, optimizer) -> None:
+        """Once per sgd call, before any epoch."""
+
+    def after_chunk(self, train, first_epoch: int, costs: list[float]):
+        """After each chunk; return a replacement optimizer or None."""
+        return None
+
+    def finish(self, train) -> None:
+        """Once per sgd call, also after an error."""
+
+
 def _parse_schedule(schedule) -> list[tuple[int, object]]:
     """Validate a whole schedule before any epoch runs."""
     if isinstance(schedule, (str, bytes)) or not hasattr(schedule, "__iter__"):
@@ -66,6 +84,21 @@ def _parse_schedule(schedule) -> list[tuple[int, object]]:
         epochs = check.check_int(f"schedule[{i}] epochs", entry[0], 0)
         parsed.append((epochs, as_optimizer(entry[1], f"schedule[{i}]")))
     return parsed
+
+
+def parse_plan(cost, epochs, hyper, call: str) -> tuple[list[tuple[int, object]], bool]:
+    """The checks ``sgd`` and ``train`` share: ``cost`` is a scratchnet cost,
+    and either ``epochs`` with ``hyper`` or a schedule in ``epochs``.
+    Returns ``(schedule, single)``; ``call`` names the caller in messages."""
+    if not isinstance(cost, Cost):
+        raise TypeError(f"cost: expected a scratchnet cost such as scratchnet.quadratic_cost "
+                        f"or scratchnet.cross_entropy, got {cost!r}")
+    if hyper is None:
+        if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
+            raise TypeError(f"hyper: missing; call {call}, epochs, hyper) or "
+                            f"{call}, [(epochs, hyper), ...])")
+        return _parse_schedule(epochs), False
+    return [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))], True
 
 
 def run_epochs(train: TrainingNetwork, cost, epochs: int, optimizer, cost_slots=None) -> None:
@@ -201,17 +234,7 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
         raise TypeError(f"train: expected a TrainingNetwork (training_network(net, x)), "
                         f"got {type(train).__name__}")
     train._check_open()
-    if not isinstance(cost, Cost):
-        raise TypeError(f"cost: expected a scratchnet cost such as scratchnet.quadratic_cost "
-                        f"or scratchnet.cross_entropy, got {cost!r}")
-    if hyper is None:
-        if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
-            raise TypeError("hyper: missing; call sgd(train, y, cost, epochs, hyper) or "
-                            "sgd(train, y, cost, [(epochs, hyper), ...])")
-        schedule, single = _parse_schedule(epochs), False
-    else:
-        schedule = [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))]
-        single = True
+    schedule, single = parse_plan(cost, epochs, hyper, "sgd(train, y, cost")
     # The finite-values scan is skipped for the tensor already loaded and unchanged.
     held = train.holds_y(y)
     y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n,

@@ -53,7 +53,7 @@ def test_round_trip_between_devices_bit_for_bit(device, tmp_path, dtype, convent
                                sn.to_numpy(net.params).astype(np.float64), rtol=0)
 
 
-class CostLog:
+class CostLog(sn.Monitor):
     """Records every epoch's cost (a monitor)."""
 
     chunk = 25
@@ -61,14 +61,8 @@ class CostLog:
     def __init__(self):
         self.costs = []
 
-    def start(self, train, cost, optimizer):
-        pass
-
     def after_chunk(self, train, first_epoch, costs):
         self.costs += costs
-
-    def finish(self, train):
-        pass
 
 
 def test_resume_continues_the_same_trajectory(device, tmp_path):

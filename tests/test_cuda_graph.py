@@ -50,20 +50,14 @@ class FakeGraphs:
         self.dropped += 1
 
 
-class Recorder:
+class Recorder(sn.Monitor):
     chunk = 10
 
     def __init__(self):
         self.costs = []
 
-    def start(self, train, cost, optimizer):
-        pass
-
     def after_chunk(self, train, first_epoch, costs):
         self.costs += costs
-
-    def finish(self, train):
-        pass
 
 
 def train_both(device, runner_for_graphs, guard=True):

@@ -147,7 +147,7 @@ def test_nan_start_is_reported_and_left_as_given(device):
         np.testing.assert_array_equal(sn.to_numpy(net.params), before)
 
 
-class EtaLog:
+class EtaLog(sn.Monitor):
     """A monitor recording the guard's eta_changed calls (the TensorBoard
     monitor logs train/eta from the same hook)."""
 
@@ -155,15 +155,6 @@ class EtaLog:
 
     def __init__(self):
         self.events = []
-
-    def start(self, train, cost, optimizer):
-        pass
-
-    def after_chunk(self, train, first_epoch, costs):
-        return None
-
-    def finish(self, train):
-        pass
 
     def eta_changed(self, train, epoch, eta):
         self.events.append((epoch, eta))

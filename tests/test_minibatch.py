@@ -102,20 +102,14 @@ def test_seed_fixes_the_batches_and_shuffle_changes_them(device):
     assert not np.allclose(runs["a"], runs["fixed"], rtol=1e-4)
 
 
-class Recorder:
+class Recorder(sn.Monitor):
     chunk = 2
 
     def __init__(self):
         self.seen = []
 
-    def start(self, train, cost, optimizer):
-        pass
-
     def after_chunk(self, train, first_epoch, costs):
         self.seen.append((first_epoch, list(costs)))
-
-    def finish(self, train):
-        pass
 
 
 def test_monitors_see_the_per_epoch_costs(device):

@@ -136,7 +136,7 @@ def test_standard_convention_differs_from_series(device):
     assert abs(costs[1] - 0.0017663558073730684) > 1e-4
 
 
-class Recorder:
+class Recorder(sn.Monitor):
     """A monitor that records what sgd hands it."""
 
     def __init__(self, chunk, switch_to=None):

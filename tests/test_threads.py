@@ -10,7 +10,7 @@ import scratchnet as sn
 from scratchnet import threads
 
 
-class ThreadSpy:
+class ThreadSpy(sn.Monitor):
     """A monitor that records torch's thread count while epochs run."""
 
     chunk = 1
@@ -18,14 +18,9 @@ class ThreadSpy:
     def __init__(self):
         self.seen = []
 
-    def start(self, train, cost, optimizer):
-        pass
-
     def after_chunk(self, train, first_epoch, costs):
         self.seen.append(torch.get_num_threads())
 
-    def finish(self, train):
-        pass
 
 
 @pytest.fixture
