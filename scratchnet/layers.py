@@ -68,9 +68,12 @@ class FullyConnected:
         ``work``: an (n,) scratch array, needed by column-wise activations
         (softmax)."""
         be = self.backend
+        if type(self.activation) is Activation:   # the series' four: fusable
+            be.linear_activation_forward(self.activation.name, z, self.weights,
+                                         self.bias_operand, a_prev, self.bias_sign)
+            return
         be.linear_forward(z, self.weights, self.bias_operand, a_prev, self.bias_sign)
-        if self.activation.name != "linear":
-            self.activation.forward(be, z, z, work)
+        self.activation.forward(be, z, z, work)
 
 
 class FullyConnectedTraining:
@@ -107,12 +110,16 @@ class FullyConnectedTraining:
     def forward(self) -> None:
         """z = W a_{l−1} + b 1ᵀ;  a = σ(z)."""
         be = self.backend
+        if self.plain and self.a is not self.z:
+            # z is dead until the backward pass writes ∇_a C into it, so the
+            # backend may fuse: a = σ(W a_{l−1} + b 1ᵀ) without storing z
+            # (one kernel instead of two on OpenCL).
+            be.linear_activation_forward(self.act, self.a, self.weights, self.bias_operand,
+                                         self.a_prev, self.bias_sign)
+            return
         be.linear_forward(self.z, self.weights, self.bias_operand, self.a_prev, self.bias_sign)
         if self.a is not self.z:
-            if self.plain:
-                be.activation_forward(self.act, self.z, self.a)
-            else:
-                self.activation.forward(be, self.z, self.a, self.work)
+            self.activation.forward(be, self.z, self.a, self.work)
 
     def backward(self, delta: bool = False) -> None:
         """z holds ∇_a C on entry.  δ = ∇_a C ⊙ σ'(z) (in z);
