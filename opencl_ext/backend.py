@@ -56,7 +56,9 @@ _INSTALL_HINT = ("install PoCL, a CPU OpenCL platform, with pip install 'scratch
 
 #: Activation codes shared with kernels/common.cl.
 _ACT = {"linear": 0, "sigmoid": 1, "tanh": 2, "relu": 3}
-assert set(_ACT) == set(ACTIVATIONS)
+if set(_ACT) != set(ACTIVATIONS):
+    raise ImportError(f"opencl_ext: kernel activation codes {sorted(_ACT)} do not match the "
+                      f"contract's {sorted(ACTIVATIONS)}")
 
 _DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 _TORCH_DTYPES = {v: k for k, v in _DTYPES.items()}
