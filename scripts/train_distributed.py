@@ -24,16 +24,13 @@ are broadcast from rank 0 anyway (so ``--resume``, read by rank 0 alone,
 reaches every rank).
 
 Rank 0 alone prints, logs to TensorBoard (``--log-dir``) and writes
-checkpoints (``--checkpoint``, every ``--checkpoint-every`` epochs).  Those
-two use ``sgd(..., log_dir=...)`` and ``sn.save``/``sn.load`` when this build
-of scratchnet has them; when it does not, asking for them is an error at
-start-up, on every rank alike.
+checkpoints (``--checkpoint``, every ``--checkpoint-every`` epochs), through
+``sgd(..., log_dir=...)`` and ``sn.save``/``sn.load``.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 
@@ -81,17 +78,6 @@ def parse(argv):
     args = parser.parse_args(argv)
     if args.epochs < 0 or args.samples < 1 or args.calls < 1 or args.checkpoint_every < 1:
         parser.error("--epochs must be >= 0, --samples, --calls and --checkpoint-every >= 1")
-    # Feature detection: TensorBoard logging and checkpoints are built on
-    # other branches; refuse clearly (on every rank alike) when absent.
-    if args.log_dir and "log_dir" not in inspect.signature(sn.sgd).parameters:
-        parser.error("--log-dir: this scratchnet's sgd has no log_dir (TensorBoard logging "
-                     "is not in this build)")
-    if args.checkpoint and not hasattr(sn, "save"):
-        parser.error("--checkpoint: this scratchnet has no sn.save (checkpoints are not in "
-                     "this build)")
-    if args.resume and not hasattr(sn, "load"):
-        parser.error("--resume: this scratchnet has no sn.load (checkpoints are not in this "
-                     "build)")
     return args
 
 
