@@ -42,7 +42,7 @@ import torch
 
 from . import validation as check
 from .network import Network, TrainingNetwork
-from .sgd import parse_plan
+from .sgd import after_chunk, parse_plan
 from .threads import epoch_threads, get_num_threads, threads_for
 
 
@@ -150,11 +150,7 @@ def _run(batches: _Batches, cost, epochs: int, optimizer, rng, monitors) -> floa
         costs = batches.read_costs(cost, k)
         last = costs[-1]
         done += k
-        for monitor in monitors:
-            replacement = monitor.after_chunk(main, first, costs)
-            if replacement is not None:
-                optimizer = replacement
-                optimizer.prepare(main)
+        optimizer = after_chunk(monitors, main, first, costs, optimizer)
     return last
 
 

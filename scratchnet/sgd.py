@@ -181,12 +181,19 @@ def _run(train: TrainingNetwork, cost, epochs: int, optimizer, monitors) -> floa
         run_epochs(train, cost, k, optimizer, train.cost_slots(k))
         costs = [cost.finish(raw, train.n_global) for raw in train.read_costs(k)]
         last = costs[-1]
-        for monitor in monitors:
-            replacement = monitor.after_chunk(train, first, costs)
-            if replacement is not None:
-                optimizer = replacement
-                optimizer.prepare(train)
+        optimizer = after_chunk(monitors, train, first, costs, optimizer)
     return last
+
+
+def after_chunk(monitors, train, first_epoch: int, costs: list[float], optimizer):
+    """Hand a chunk's costs to every monitor in order; returns the optimizer
+    to go on with (a monitor may replace it, e.g. the guard's backoff)."""
+    for monitor in monitors:
+        replacement = monitor.after_chunk(train, first_epoch, costs)
+        if replacement is not None:
+            optimizer = replacement
+            optimizer.prepare(train)
+    return optimizer
 
 
 @torch.no_grad()
