@@ -42,7 +42,7 @@ import torch
 
 from . import validation as check
 from .network import Network, TrainingNetwork
-from .sgd import after_chunk, parse_plan
+from .sgd import after_chunk, check_monitors, parse_plan
 from .threads import epoch_threads, get_num_threads, threads_for
 
 
@@ -197,12 +197,7 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
         raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
     if seed is not None:
         check.check_int("seed", seed, 0)
-    monitors = list(monitors)
-    for i, monitor in enumerate(monitors):
-        chunk = getattr(monitor, "chunk", None)
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise TypeError(f"monitors[{i}]: expected a monitor with an int chunk >= 1, "
-                            f"got {monitor!r}")
+    monitors = check_monitors(monitors)
 
     get_num_threads()   # validates SCRATCHNET_NUM_THREADS before anything is allocated
 

@@ -86,6 +86,20 @@ def _parse_schedule(schedule) -> list[tuple[int, object]]:
     return parsed
 
 
+def check_monitors(monitors) -> list:
+    """``monitors`` as a list, each with an int ``chunk`` >= 1 (TypeError
+    naming the offending entry otherwise)."""
+    if isinstance(monitors, (str, bytes)) or not hasattr(monitors, "__iter__"):
+        raise TypeError(f"monitors: expected a list of monitors, got {monitors!r}")
+    monitors = list(monitors)
+    for i, monitor in enumerate(monitors):
+        chunk = getattr(monitor, "chunk", None)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise TypeError(f"monitors[{i}]: expected a monitor with an int chunk >= 1, "
+                            f"got {monitor!r}")
+    return monitors
+
+
 def parse_plan(cost, epochs, hyper, call: str) -> tuple[list[tuple[int, object]], bool]:
     """The checks ``sgd`` and ``train`` share: ``cost`` is a scratchnet cost,
     and either ``epochs`` with ``hyper`` or a schedule in ``epochs``.
@@ -247,14 +261,7 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
     y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n,
                      check_values=not held)
     cost.check(train.net, None if held else y)
-    if isinstance(monitors, (str, bytes)) or not hasattr(monitors, "__iter__"):
-        raise TypeError(f"monitors: expected a list of monitors, got {monitors!r}")
-    monitors = list(monitors)
-    for i, monitor in enumerate(monitors):
-        chunk = getattr(monitor, "chunk", None)
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise TypeError(f"monitors[{i}]: expected a monitor with an int chunk >= 1, "
-                            f"got {monitor!r}")
+    monitors = check_monitors(monitors)
     logger = None
     if log_dir is not None or test is not None or hist_every is not None or log_every != 1:
         logger = TensorBoardLogger(log_dir, train=train, test=test, log_every=log_every,
