@@ -13,19 +13,20 @@ matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
     sn.sgd(train, y, sn.quadratic_cost, 1000, (0.3, 0.9))
 """
 
-from .activations import Activation, elu, linear, relu, sigmoid, softmax, tanh
 from .arrays import amax, to_numpy
 from .backends import available_devices
-from .checkpoint import CheckpointError, load, load_training, save
-from .costs import Cost, cross_entropy, quadratic_cost
-from .distributed import distributed_training_network
-from .guard import DivergenceError, DivergenceWarning
-from .layers import fully_connected
-from .minibatch import train
-from .network import Network, TrainingNetwork, inference_network, training_network
-from .optim import SGD, Adam
-from .sgd import Monitor, sgd
-from .threads import get_num_threads, set_num_threads
+from .engine.threads import get_num_threads, set_num_threads
+from .fit.minibatch import train
+from .fit.sgd import Monitor, sgd
+from .monitors.guard import DivergenceError, DivergenceWarning
+from .nn import distributed
+from .nn.activations import Activation, elu, linear, relu, sigmoid, softmax, tanh
+from .nn.checkpoint import CheckpointError, load, load_training, save
+from .nn.costs import Cost, cross_entropy, quadratic_cost
+from .nn.distributed import distributed_training_network
+from .nn.layers import fully_connected
+from .nn.network import Network, TrainingNetwork, inference_network, training_network
+from .nn.optim import SGD, Adam
 
 __all__ = [
     "Activation", "Monitor", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",

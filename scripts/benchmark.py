@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 import scratchnet as sn
-from scratchnet import threads as sn_threads
+from scratchnet.engine import threads as sn_threads
 
 LAM = 0.01
 ACTS = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "linear": None}

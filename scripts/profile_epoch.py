@@ -7,7 +7,7 @@ For each n it prints the wall time per epoch (no profiler attached), then the
 ``torch.profiler`` table of the ATen operations of ``--epochs`` epochs
 (self time per call, calls per epoch), and how much of the wall time no ATen
 operation accounts for: Python and dispatch overhead, the part that matters
-at n = 100.  Only the public API and ``scratchnet.sgd.run_epochs`` are used,
+at n = 100.  Only the public API and ``scratchnet.fit.sgd.run_epochs`` are used,
 so the same command profiles older versions of the loop too.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 import scratchnet as sn
-from scratchnet.optim import SGD
-from scratchnet.sgd import run_epochs
+from scratchnet.fit.sgd import run_epochs
+from scratchnet.nn.optim import SGD
 
 
 def article(n: int):

@@ -10,7 +10,7 @@ network (sigmoid, tanh, linear) on f(x) = sin x0 + cos x1 + tanh x2 + x3²,
 ``--samples`` training samples and as many test samples, both drawn from the
 run's seed, which also draws the initial weights.  Each run trains
 ``--epochs`` epochs into its own run directory
-``<logdir>/eta<η>_lam<λ>_seed<s>`` (the tags of ``scratchnet.tensorboard``)
+``<logdir>/eta<η>_lam<λ>_seed<s>`` (the tags of ``scratchnet.monitors.tensorboard``)
 and is recorded with ``add_hparams``: hyperparameters η, λ, seed, device;
 metrics ``final/train_cost`` (the last epoch's cost), ``final/test_cost``,
 ``final/max_abs_w`` (max |w| over all layers) and ``final/diverged`` (1 or 0).

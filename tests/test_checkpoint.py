@@ -20,7 +20,7 @@ from helpers import article_net, regression_data
 from test_guard import Saboteur
 
 import scratchnet as sn
-from scratchnet import checkpoint
+from scratchnet.nn import checkpoint
 
 
 def same_network(a, b):

@@ -14,8 +14,8 @@ import torch
 from helpers import article_net, regression_data
 
 import scratchnet as sn
-from scratchnet.cuda_graph import GraphRunner
-from scratchnet.sgd import epoch_kernels
+from scratchnet.engine.cuda_graph import GraphRunner
+from scratchnet.fit.sgd import epoch_kernels
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="CUDA is not available (torch.cuda.is_available() is False)")
@@ -150,7 +150,7 @@ def test_no_graphs_off_cuda():
 # ------------------------------------------------------------ real CUDA
 @needs_cuda
 def test_cuda_graph_replay_matches_eager_cuda():
-    from scratchnet.cuda_graph import CudaGraphs
+    from scratchnet.engine.cuda_graph import CudaGraphs
 
     def real(train):
         return GraphRunner(CudaGraphs(train.backend.torch_device), epoch_kernels,

@@ -19,7 +19,7 @@ from helpers import (
 from test_optim import adam_formula, momentum_formula
 
 import scratchnet as sn
-from scratchnet.minibatch import _Batches
+from scratchnet.fit.minibatch import _Batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

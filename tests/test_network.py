@@ -12,8 +12,8 @@ from helpers import article_net, forward64, params64, regression_data
 
 import scratchnet as sn
 from scratchnet import backends
-from scratchnet.optim import SGD
-from scratchnet.sgd import run_epochs
+from scratchnet.fit.sgd import run_epochs
+from scratchnet.nn.optim import SGD
 
 
 def test_init_rule_and_seed(device):

@@ -275,7 +275,7 @@ def test_bad_logging_arguments_change_nothing(device, tmp_path, kwargs, error, m
 def test_the_logger_as_a_monitor(tmp_path):
     """TensorBoardLogger passed through monitors= logs like the keywords; one
     made for another training network is refused before any epoch runs."""
-    from scratchnet.tensorboard import TensorBoardLogger
+    from scratchnet.monitors.tensorboard import TensorBoardLogger
 
     x, y = regression_data(50)
     train = sn.training_network(article_net("cpu"), x)

@@ -7,7 +7,7 @@ import torch
 from helpers import article_net, regression_data
 
 import scratchnet as sn
-from scratchnet import threads
+from scratchnet.engine import threads
 
 
 class ThreadSpy(sn.Monitor):

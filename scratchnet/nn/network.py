@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from . import cuda_graph
-from . import validation as check
-from .backends import get_backend
+from .. import validation as check
+from ..backends import get_backend
+from ..engine import cuda_graph
 from .layers import FullyConnected, FullyConnectedTraining, LayerSpec
 
 CONVENTIONS = {"standard": 1.0, "series": -1.0}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from . import validation as check
+from .. import validation as check
 
 
 def _batch(train) -> int:

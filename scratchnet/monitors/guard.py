@@ -58,7 +58,7 @@ import warnings
 
 import torch
 
-from . import validation as check
+from .. import validation as check
 
 ON_DIVERGENCE = ("raise", "backoff")
 
@@ -233,7 +233,7 @@ class Guard:
     def _measure(self, train) -> float:
         """The cost of the current state: one forward pass, no update (only
         on the failure path)."""
-        from .sgd import run_epochs  # sgd imports this module
+        from ..fit.sgd import run_epochs  # sgd imports this module
         run_epochs(train, self.cost, 0, None)
         return self.cost.finish(train.backend.read_scalar(train.cost_sum), train.n_global)
 

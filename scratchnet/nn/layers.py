@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..validation import check_int
 from .activations import Activation, activation
-from .validation import check_int
 
 
 @dataclass(frozen=True)

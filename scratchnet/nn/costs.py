@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import to_numpy
+from ..arrays import to_numpy
 
 
 def _host64(name: str, data) -> np.ndarray:

@@ -28,7 +28,7 @@ import os
 
 import torch
 
-from . import validation as check
+from .. import validation as check
 
 #: Environment variable that fixes the epoch loop's CPU thread count.
 ENV = "SCRATCHNET_NUM_THREADS"

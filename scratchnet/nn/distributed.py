@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import validation as check
+from .. import validation as check
 from .network import Network, TrainingNetwork, training_network
 
 STAGING = ("auto", "device", "host")

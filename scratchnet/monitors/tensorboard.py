@@ -45,8 +45,8 @@ import weakref
 
 import numpy as np
 
-from . import validation as check
-from .network import TrainingNetwork
+from .. import validation as check
+from ..nn.network import TrainingNetwork
 
 #: Custom-scalar charts (tags are regular expressions): train and test cost
 #: overlaid, and the amax of every layer in one chart.

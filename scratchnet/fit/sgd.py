@@ -44,14 +44,14 @@ import numbers
 
 import torch
 
-from . import validation as check
-from .checkpoint import Checkpointer
-from .costs import Cost
-from .guard import Guard
-from .network import TrainingNetwork
-from .optim import as_optimizer
-from .tensorboard import TensorBoardLogger
-from .threads import epoch_threads, threads_for
+from .. import validation as check
+from ..engine.threads import epoch_threads, threads_for
+from ..monitors.guard import Guard
+from ..monitors.tensorboard import TensorBoardLogger
+from ..nn.checkpoint import Checkpointer
+from ..nn.costs import Cost
+from ..nn.network import TrainingNetwork
+from ..nn.optim import as_optimizer
 
 
 class Monitor:

@@ -40,10 +40,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import validation as check
-from .network import Network, TrainingNetwork
+from .. import validation as check
+from ..engine.threads import epoch_threads, get_num_threads, threads_for
+from ..nn.network import Network, TrainingNetwork
 from .sgd import after_chunk, check_monitors, parse_plan
-from .threads import epoch_threads, get_num_threads, threads_for
 
 
 class _Batches:

@@ -48,7 +48,7 @@ from collections import OrderedDict
 
 import torch
 
-from .optim import SGD
+from ..nn.optim import SGD
 
 #: Epochs recorded in one graph: long calls replay it ⌊epochs/K⌋ times
 #: (plus one graph for the remainder).  64 epochs of the article network
@@ -203,6 +203,6 @@ def runner_for(train):
         return None
     if os.environ.get(ENV, "1").strip() == "0":
         return None
-    from .sgd import epoch_kernels  # sgd imports network, which imports this
+    from ..fit.sgd import epoch_kernels  # sgd imports network, which imports this
 
     return GraphRunner(CudaGraphs(device), epoch_kernels)

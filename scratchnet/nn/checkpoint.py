@@ -50,10 +50,10 @@ import tempfile
 import numpy as np
 import torch
 
-from . import validation as check
+from .. import validation as check
+from ..arrays import to_numpy
+from ..backends import get_backend
 from .activations import BY_NAME
-from .arrays import to_numpy
-from .backends import get_backend
 from .layers import LayerSpec
 from .network import CONVENTIONS, Network, TrainingNetwork
 
