@@ -17,7 +17,8 @@ from .arrays import amax, to_numpy
 from .backends import available_devices
 from .engine.threads import get_num_threads, set_num_threads
 from .fit.minibatch import train
-from .fit.sgd import Monitor, sgd
+from .fit.sgd import sgd
+from .monitors.base import Monitor
 from .monitors.guard import DivergenceError, DivergenceWarning
 from .nn import distributed
 from .nn.activations import Activation, elu, linear, relu, sigmoid, softmax, tanh

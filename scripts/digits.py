@@ -51,8 +51,8 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, k: int = 10) -> np.ndar
     return counts
 
 
-class EpochLog:
-    """A monitor (see ``scratchnet/sgd.py``): every epoch, the training cost
+class EpochLog(sn.Monitor):
+    """A monitor (``scratchnet/monitors/base.py``): every epoch, the training cost
     and the test accuracy, kept and, with a writer, sent to TensorBoard."""
 
     chunk = 1
@@ -61,8 +61,6 @@ class EpochLog:
         self.net, self.x_test, self.labels_test, self.writer = net, x_test, labels_test, writer
         self.costs, self.accuracies = [], []
 
-    def start(self, train, cost, optimizer):
-        pass
 
     def after_chunk(self, train, first_epoch, costs):
         accuracy = float(np.mean(predict(self.net, self.x_test) == self.labels_test))

@@ -61,20 +61,16 @@ def measure(net, train) -> dict:
             "epoch": train.epoch}
 
 
-class Costs:
+class Costs(sn.Monitor):
     """A monitor that keeps only the last cost (reads every epoch)."""
 
     chunk = 1
     last = float("nan")
 
-    def start(self, train, cost, optimizer):
-        pass
 
     def after_chunk(self, train, first_epoch, costs):
         self.last = costs[-1]
 
-    def finish(self, train):
-        pass
 
 
 def soak(device: str, epochs: int, per_call: int, checkpoint_every: int, folder: str) -> dict:

@@ -47,16 +47,14 @@ class Diverged(Exception):
     """Raised by :class:`Watch` to stop a run whose cost is no longer finite."""
 
 
-class Watch:
-    """A monitor (see ``scratchnet/sgd.py``): advances the epoch bar, tracks
+class Watch(sn.Monitor):
+    """A monitor (``scratchnet/monitors/base.py``): advances the epoch bar, tracks
     the best and last cost, and stops the run at the first non-finite cost."""
 
     def __init__(self, chunk: int, bar):
         self.chunk, self.bar = chunk, bar
         self.best, self.last, self.worst = math.inf, math.nan, -math.inf
 
-    def start(self, train, cost, optimizer):
-        pass
 
     def after_chunk(self, train, first_epoch, costs):
         self.bar.update(len(costs))
@@ -66,8 +64,6 @@ class Watch:
                 raise Diverged(f"cost {c} at epoch {first_epoch + costs.index(c) + 1}")
             self.best, self.worst = min(self.best, c), max(self.worst, c)
 
-    def finish(self, train):
-        pass
 
 
 def run_name(eta: float, lam: float, seed: int) -> str:

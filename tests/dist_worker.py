@@ -22,21 +22,17 @@ from helpers import article_net, regression_data
 import scratchnet as sn
 
 
-class Recorder:
+class Recorder(sn.Monitor):
     """A monitor that keeps every per-epoch cost it is shown."""
 
     def __init__(self, chunk: int):
         self.chunk = chunk
         self.costs: list[float] = []
 
-    def start(self, train, cost, optimizer) -> None:
-        pass
 
     def after_chunk(self, train, first_epoch, costs):
         self.costs += costs
 
-    def finish(self, train) -> None:
-        pass
 
 
 def flat_params(net) -> np.ndarray:
@@ -94,6 +90,20 @@ def mismatch_scenario(rank: int, world: int) -> dict:
     return {"messages": np.array(messages), "unchanged": unchanged}
 
 
+class Stopper(sn.Monitor):
+    """On the failing rank: after ``after`` epochs, die without a word or
+    stop answering (a monitor changes no collective, so the others are by
+    then inside their next all-reduce)."""
+
+    def __init__(self, after: int, how: str):
+        self.chunk, self.how = after, how
+
+    def after_chunk(self, train, first_epoch, costs):
+        if self.how == "die":
+            os._exit(3)
+        time.sleep(600)
+
+
 def failing_scenario(rank: int, world: int, *, after: int, how: str) -> dict:
     """The last rank trains ``after`` epochs and then dies without a word
     (``how="die"``) or stops answering (``how="hang"``: it sleeps, alive,
@@ -103,14 +113,10 @@ def failing_scenario(rank: int, world: int, *, after: int, how: str) -> dict:
     rows = sn.distributed.shard(60)
     net = article_net("cpu", seed=0)
     train = sn.distributed_training_network(net, x[rows])
-    sn.sgd(train, y[rows], sn.quadratic_cost, after, 0.1)
-    if rank == world - 1:
-        if how == "die":
-            os._exit(3)
-        time.sleep(600)
+    monitors = [Stopper(after, how)] if rank == world - 1 else []
     start = time.perf_counter()
     try:
-        sn.sgd(train, y[rows], sn.quadratic_cost, 100_000, 0.1)
+        sn.sgd(train, y[rows], sn.quadratic_cost, 100_000, 0.1, monitors=monitors, guard=False)
     finally:
         Path(os.environ["SN_TEST_OUT"], f"rank{rank}.seconds").write_text(
             str(time.perf_counter() - start))

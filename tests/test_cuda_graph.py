@@ -1,4 +1,4 @@
-"""CUDA graphs (scratchnet/cuda_graph.py) and the CUDA allocator check.
+"""CUDA graphs (scratchnet/engine/cuda_graph.py) and the CUDA allocator check.
 
 The runner's bookkeeping (warm-up, chunking into graphs, the cache keyed by
 hyperparameters and cost slots, fallback) is tested on every machine with a
@@ -14,8 +14,9 @@ import torch
 from helpers import article_net, regression_data
 
 import scratchnet as sn
+from scratchnet.engine import runner_for
 from scratchnet.engine.cuda_graph import GraphRunner
-from scratchnet.fit.sgd import epoch_kernels
+from scratchnet.engine.reference import FullBatch
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="CUDA is not available (torch.cuda.is_available() is False)")
@@ -68,7 +69,7 @@ def train_both(device, runner_for_graphs, guard=True):
     results = []
     for graphs in (False, True):
         train = sn.training_network(article_net(device), x)
-        train.graphs = runner_for_graphs(train) if graphs else None
+        train.runner = runner_for_graphs(train) if graphs else FullBatch(train)
         # 194 epochs in all: compare within the first 200 (chaotic later)
         costs = sn.sgd(train, y, sn.quadratic_cost, [(1, (0.1, 0.01))] * 5
                        + [(70, (0.1, 0.01)), (30, (0.05, 0.0)), (0, 0.1), (64, (0.1, 0.01))],
@@ -81,7 +82,7 @@ def train_both(device, runner_for_graphs, guard=True):
 
 
 def fake_runner(train, **kw):
-    return GraphRunner(FakeGraphs(), epoch_kernels, epochs_per_graph=64, **kw)
+    return GraphRunner(train, FakeGraphs(), epochs_per_graph=64, **kw)
 
 
 def test_replayed_epochs_equal_eager_epochs():
@@ -93,11 +94,13 @@ def test_replayed_epochs_equal_eager_epochs():
 
 def test_graphs_are_cached_by_hyperparameters_and_chunk():
     (_, _, _), (graph, _, _) = train_both("cpu", fake_runner, guard=False)
-    runner = graph.graphs
-    assert runner.mechanism.warmups == 1            # the first epoch ever, eagerly
+    runner = graph.runner
+    # one eager epoch before the first capture of each (optimizer, cost):
+    # (0.1, 0.01) and (0.05, 0)
+    assert runner.mechanism.warmups == 2
     # keys: 1 epoch (0.1, 0.01) [4 calls after the warm-up]; 64 and 6 (70 =
-    # 64 + 6); 30 at (0.05, 0); the 64-epoch call reuses; the monitored 25
-    # epochs: chunks of 10, 10, 5 with cost slots -> 10 and 5.
+    # 64 + 6); 29 at (0.05, 0) after its warm-up; the 64-epoch call reuses;
+    # the monitored 25 epochs: chunks of 10, 10, 5 with cost slots -> 10, 5.
     assert runner.captures == len(runner.mechanism.captured) == 6
     assert runner.replays == 4 + 2 + 1 + 1 + 3
 
@@ -105,14 +108,13 @@ def test_graphs_are_cached_by_hyperparameters_and_chunk():
 def test_least_recently_used_graphs_are_dropped():
     x, y = regression_data(50)
     train = sn.training_network(article_net("cpu"), x)
-    train.graphs = fake_runner(train, max_graphs=2)
+    train.runner = runner = fake_runner(train, max_graphs=2)
     for eta in (0.1, 0.2, 0.3, 0.1):
         sn.sgd(train, y, sn.quadratic_cost, 3, eta)
-    assert train.graphs.captures == 4 and train.graphs.mechanism.dropped == 2
-    assert len(train.graphs.graphs) == 2
-    mechanism = train.graphs.mechanism
+    assert runner.captures == 4 and runner.mechanism.dropped == 2
+    assert len(runner.graphs) == 2
     train.close()
-    assert mechanism.dropped == 4 and train.graphs is None
+    assert runner.mechanism.dropped == 4 and train.runner is None
 
 
 def test_optimizers_without_a_key_run_eagerly():
@@ -121,30 +123,41 @@ def test_optimizers_without_a_key_run_eagerly():
 
     x, y = regression_data(50)
     train = sn.training_network(article_net("cpu"), x)
-    train.graphs = fake_runner(train)
+    train.runner = fake_runner(train)
     sn.sgd(train, y, sn.quadratic_cost, 5, Plain(0.1))
-    assert train.graphs.mechanism.warmups == 0 and train.graphs.captures == 0
+    assert train.runner.mechanism.warmups == 0 and train.runner.captures == 0
     assert train.epoch == 5
 
 
 def test_failed_capture_warns_and_finishes_eagerly():
     x, y = regression_data(100)
     eager = sn.training_network(article_net("cpu"), x)
-    eager.graphs = None
+    eager.runner = FullBatch(eager)
     expected = sn.sgd(eager, y, sn.quadratic_cost, 200, 0.1)
     train = sn.training_network(article_net("cpu"), x)
-    train.graphs = GraphRunner(FakeGraphs(fail_captures=1), epoch_kernels, epochs_per_graph=64)
+    train.runner = GraphRunner(train, FakeGraphs(fail_captures=1), epochs_per_graph=64)
     with pytest.warns(RuntimeWarning, match="capture failed"):
         got = sn.sgd(train, y, sn.quadratic_cost, 200, 0.1)
     assert got == expected and train.epoch == 200
-    assert "stream is capturing" in train.graphs.broken
+    assert "stream is capturing" in train.runner.broken
     sn.sgd(train, y, sn.quadratic_cost, 70, 0.1)     # broken: eager from now on
-    assert train.graphs.captures == 0
+    assert train.runner.captures == 0
 
 
 def test_no_graphs_off_cuda():
     x, _ = regression_data(10)
-    assert sn.training_network(article_net("cpu"), x).graphs is None
+    assert not isinstance(runner_for(sn.training_network(article_net("cpu"), x)), GraphRunner)
+
+
+def test_guarded_calls_capture_one_graph_per_chunk_shape():
+    """With the guard on (16-epoch chunks with cost slots) the schedule of
+    train_both captures 7 graphs: the count the CUDA test below expects."""
+    (_, _, _), (graph, _, _) = train_both("cpu", fake_runner, guard=True)
+    assert graph.runner.captures == GUARDED_CAPTURES
+
+
+#: Graphs train_both captures with the guard on, counted with the stand-in.
+GUARDED_CAPTURES = 7
 
 
 # ------------------------------------------------------------ real CUDA
@@ -153,11 +166,10 @@ def test_cuda_graph_replay_matches_eager_cuda():
     from scratchnet.engine.cuda_graph import CudaGraphs
 
     def real(train):
-        return GraphRunner(CudaGraphs(train.backend.torch_device), epoch_kernels,
-                           epochs_per_graph=64)
+        return GraphRunner(train, CudaGraphs(train.backend.torch_device), epochs_per_graph=64)
 
     (eager, c_eager, m_eager), (graph, c_graph, m_graph) = train_both("cuda", real)
-    assert graph.graphs.captures == 6
+    assert graph.runner.captures == GUARDED_CAPTURES
     np.testing.assert_allclose(c_graph, c_eager, rtol=1e-5)
     np.testing.assert_allclose(m_graph, m_eager, rtol=1e-5)
     np.testing.assert_allclose(sn.to_numpy(graph.net.params), sn.to_numpy(eager.net.params),
@@ -168,22 +180,24 @@ def test_cuda_graph_replay_matches_eager_cuda():
 def test_cuda_training_networks_use_graphs_by_default():
     x, y = regression_data(100)
     train = sn.training_network(article_net("cuda"), x)
-    assert isinstance(train.graphs, GraphRunner)
+    assert isinstance(runner_for(train), GraphRunner)
     sn.sgd(train, y, sn.quadratic_cost, 10, 0.1)
-    assert train.graphs.captures == 1 and train.graphs.replays == 1
+    assert train.runner.captures == 1 and train.runner.replays == 1
 
 
 @needs_cuda
+@pytest.mark.parametrize("n", [1000, 200_000])
 @pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
-def test_cuda_epochs_allocate_nothing_after_the_first(graphs):
+def test_cuda_epochs_allocate_nothing_after_the_first(graphs, n):
     """The CUDA caching allocator's counters: after the first call (which
     warms up and captures the 64-epoch graph), 128 more epochs (two replays)
-    allocate nothing, not even a cached block."""
-    x, y = regression_data(1000)
-    y = torch.from_numpy(y)   # a tensor: the second call neither re-checks nor re-copies it
+    allocate nothing, not even a cached block, also where a reduction over
+    the samples would need scratch (n = 200,000)."""
+    x, y = regression_data(n)
+    y = torch.from_numpy(y)
     train = sn.training_network(article_net("cuda"), x)
     if not graphs:
-        train.graphs = None
+        train.runner = FullBatch(train)
     sn.sgd(train, y, sn.quadratic_cost, 1 + 128, (0.1, 0.01))
     torch.cuda.synchronize()
     before = torch.cuda.memory_stats()

@@ -19,7 +19,7 @@ from helpers import (
 from test_optim import adam_formula, momentum_formula
 
 import scratchnet as sn
-from scratchnet.fit.minibatch import _Batches
+from scratchnet.engine.reference import MiniBatch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,8 @@ def test_minibatches_match_a_float64_replay(device, name, make, formula):
     x, y = regression_data(23, seed=5, dtype=np.float64)
     net = article_net(device, seed=6, dtype=torch.float64)
     ref_costs, ref_params = replay(net, x, y, formula, 3, 5, seed=7)
-    costs = sn.train(net, x, y, sn.quadratic_cost, [(1, make())] * 3, batch_size=5, seed=7)
+    costs = sn.train(net, x, y, sn.quadratic_cost, [(1, make())] * 3, batch_size=5, seed=7,
+                     guard=False)   # the float64 replay has no guard either
     np.testing.assert_allclose(costs, ref_costs, rtol=1e-9)
     for layer, (w, b) in zip(net.layers, ref_params):
         np.testing.assert_allclose(sn.to_numpy(layer.weights), w.numpy(), rtol=1e-9, atol=1e-12)
@@ -150,17 +151,17 @@ def test_the_epoch_loop_allocates_nothing_after_setup(output, cost, optimizer):
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 300)]
     net = sn.inference_network(4, [sn.fully_connected(16, sn.elu),
                                    sn.fully_connected(3, output)], seed=0)
-    batches = _Batches(net, x, y, 64)             # 4 batches of 64 and one of 44
-    optimizer.prepare(batches.main)
-    batches.run(cost, 1, optimizer, rng, batches.cost_slots(1))
+    batches = MiniBatch(net, x, y, 64, seed=0)    # 4 batches of 64 and one of 44
+    optimizer.prepare(batches.train)
+    batches.run(cost, 5, optimizer, record=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                 profile_memory=True) as prof:
-        batches.run(cost, 5, optimizer, rng)
-        batches.run(cost, 1, optimizer, rng, batches.cost_slots(1))
+        batches.run(cost, 5, optimizer)
+        batches.run(cost, 5, optimizer, record=True)
     allocations = [e for e in prof.events() if e.cpu_memory_usage > 0]
     assert allocations == [], [e.name for e in allocations][:10]
     assert len(batches.nets) == 2 and batches.nets[1].n == 44
-    assert np.isfinite(batches.read_costs(cost, 1)[0])
+    assert np.isfinite(batches.costs(cost, 5)).all()
     batches.close()
 
 

@@ -12,7 +12,7 @@ from helpers import article_net, forward64, params64, regression_data
 
 import scratchnet as sn
 from scratchnet import backends
-from scratchnet.fit.sgd import run_epochs
+from scratchnet.engine.reference import FullBatch
 from scratchnet.nn.optim import SGD
 
 
@@ -103,7 +103,7 @@ def test_meta_device_runs_everything_without_the_cpu():
     net = article_net("meta")
     train = sn.training_network(net, x)
     train.load_y(y)
-    run_epochs(train, sn.quadratic_cost, 3, SGD(0.1, 0.01))
+    FullBatch(train).run(sn.quadratic_cost, 3, SGD(0.1, 0.01))
     tensors = [net.params, train.grads, train.x, train.y, train.cost_sum]
     tensors += [t for tl in train.layers for t in (tl.z, tl.a, tl.dw, tl.db)]
     assert all(t.device.type == "meta" for t in tensors)
@@ -111,18 +111,22 @@ def test_meta_device_runs_everything_without_the_cpu():
     assert tuple(net(x).shape) == (40, 1) and net(x).device.type == "meta"
 
 
-def test_epoch_loop_allocates_nothing_after_the_first():
+@pytest.mark.parametrize("n", [1000, 200_000])
+def test_epoch_loop_allocates_nothing_after_the_first(n):
     """Every buffer is allocated by training_network; 100 epochs later the
-    same storages are in place and the CPU allocator saw no new allocation."""
-    x, y = regression_data(1000)
+    same storages are in place and the CPU allocator saw no new allocation
+    (also at n = 200,000, where torch.sum over the samples would allocate
+    scratch on every call)."""
+    x, y = regression_data(n)
     net = article_net("cpu")
     train = sn.training_network(net, x)
     sn.sgd(train, y, sn.quadratic_cost, 1, (0.1, 0.01))
+    runner = train.runner
     ptrs = [t.data_ptr() for tl in train.layers for t in (tl.z, tl.a)]
     ptrs += [net.params.data_ptr(), train.grads.data_ptr()]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                 profile_memory=True) as prof:
-        run_epochs(train, sn.quadratic_cost, 100, SGD(0.1, 0.01))
+        runner.run(sn.quadratic_cost, 100 if n < 10**5 else 3, SGD(0.1, 0.01))
     allocations = [e for e in prof.events() if e.cpu_memory_usage > 0]
     assert allocations == [], [e.name for e in allocations][:10]
     assert ptrs == [t.data_ptr() for tl in train.layers for t in (tl.z, tl.a)] + [

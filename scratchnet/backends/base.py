@@ -108,6 +108,21 @@ class Backend(abc.ABC):
     def copy_(self, dst: Any, src: Any) -> None:
         """dst := src (same shape, same backend)."""
 
+    def load_columns(self, dst: Any, data: Any) -> None:
+        """dst := dataᵀ for rows-are-samples ``data`` (validated: numpy,
+        torch tensor or this backend's array) and ``dst`` (features, n):
+        the copy of new targets into a training network.  The default
+        stages a transposed copy; a backend that can copy strided host data
+        directly should, so that the copy allocates nothing on the device."""
+        if isinstance(data, np.ndarray):
+            staged = self.from_host(data.T)
+        elif isinstance(data, torch.Tensor):
+            staged = self.from_host(data.t())
+        else:
+            staged = self.transpose(data)
+        self.copy_(dst, staged)
+        self.release(staged)
+
     @abc.abstractmethod
     def transpose(self, array: Any) -> Any:
         """A new contiguous array holding ``array``ᵀ (2-D)."""

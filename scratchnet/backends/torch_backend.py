@@ -102,6 +102,12 @@ class TorchBackend(Backend):
     def copy_(self, dst, src):
         dst.copy_(src)
 
+    def load_columns(self, dst, data):
+        # copy_ reads strided, converts dtype and crosses devices in one call
+        if isinstance(data, np.ndarray):
+            data = torch.from_numpy(data)
+        dst.copy_(data.t())
+
     def transpose(self, array):
         return array.t().contiguous()
 
@@ -151,7 +157,9 @@ class TorchBackend(Backend):
 
     def weight_gradient(self, dw, db, delta, a_prev):
         torch.mm(delta, a_prev.t(), out=dw)
-        torch.sum(delta, dim=1, out=db)
+        # db = δ 1, the series' mv! with a ones vector: torch.sum over ~10^5
+        # columns and more allocates a scratch buffer on every call.
+        torch.mv(delta, self._ones(delta.shape[1]), out=db)
 
     def input_gradient(self, g_prev, w, delta):
         torch.mm(w.t(), delta, out=g_prev)
@@ -210,6 +218,14 @@ class TorchBackend(Backend):
             scratch.clamp_min_(-100.0)
             torch.mv(y.view(1, -1), flat, out=out)
             out.neg_()
+
+    def _ones(self, n: int):
+        """A ones vector of length ``n``, made on first use and kept."""
+        cache = self.__dict__.setdefault("_ones_cache", {})
+        ones = cache.get(n)
+        if ones is None:
+            ones = cache[n] = torch.ones(n, dtype=self.dtype, device=self.torch_device)
+        return ones
 
     def _k(self, value: float):
         """``value`` in a reused 1-element tensor: a Python scalar in

@@ -2,7 +2,7 @@
 
 The series' own experiment (part 15) shows the failure users meet first: at
 η = 0.3 the cost climbs past a million, the weights fill with NaN, and the
-network cannot recover.  The guard is a monitor (see ``scratchnet/sgd.py``)
+network cannot recover.  The guard is a monitor (``scratchnet/monitors/base.py``)
 that watches the cost ``sgd`` already computes and stops (or backs off)
 before such a state is all that is left.
 
@@ -31,23 +31,27 @@ at the end of each entry the guard also checks Σθ² is finite (one reduction
 of the parameters and one read): NaN weights are never handed back.
 
 ``guard_every`` (default 16) is the number of epochs between reads and
-snapshots: every epoch's cost is still checked, in chunks; 16 keeps the
-guard's cost at 1-4% of an epoch on the article workload where checking
-every epoch costs ~8% (README, "Reliability").
+snapshots: every epoch's cost is still checked, in chunks of that many
+epochs (docs/reliability.md measures what that costs).
 
 Snapshots are ``backend.copy_`` of ``net.params`` (one flat array) and of
 every optimizer state buffer in ``train.state`` into buffers the training
 network owns (:meth:`TrainingNetwork.buffer`), allocated once per training
 network: the guard allocates nothing per epoch.
 
+A snapshot also records ``best`` as it was when the snapshot was taken, so
+a restore puts the guard's own bookkeeping back too: the costs of a
+discarded attempt never judge the states before it.
+
 On divergence, ``train.epoch`` is moved back to the restored state's epoch
 (it counts the updates that produced the parameters the network holds), and
 then either :class:`DivergenceError` is raised (``on_divergence="raise"``) or
-η is halved and the lost epochs are run again (``"backoff"``, at most
-``max_backoffs`` times per call; later schedule entries run at their η times
-the same factor).  Each backoff issues a :class:`DivergenceWarning` and calls
-``eta_changed(train, epoch, eta)`` on every monitor that defines it (the
-TensorBoard monitor logs ``train/eta`` there).
+the guard answers the driver with a :class:`~scratchnet.monitors.base.Rewind`
+that halves η (``"backoff"``, at most ``max_backoffs`` times per call): the
+driver reruns the lost epochs, each in the schedule entry it belongs to,
+with η halved from the entry that diverged on, and tells every monitor
+(``eta_changed``; the TensorBoard monitor logs ``train/eta``).  Each backoff
+issues a :class:`DivergenceWarning`.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ import warnings
 import torch
 
 from .. import validation as check
+from .base import Monitor, Rewind
 
 ON_DIVERGENCE = ("raise", "backoff")
 
@@ -89,12 +94,13 @@ class DivergenceWarning(RuntimeWarning):
 
 
 class _Snapshot:
-    """One slot: which buffers, and what they hold (epoch, its cost)."""
+    """One slot: which buffers, and what they hold."""
 
     def __init__(self, index: int):
         self.index = index
         self.epoch: int | None = None
         self.cost: float | None = None   # None while pending
+        self.best = math.inf             # the guard's best cost when taken
         self.state_keys: tuple = ()
 
 
@@ -103,12 +109,12 @@ def _eta_of(optimizer):
     return eta if isinstance(eta, numbers.Real) else None
 
 
-class Guard:
-    """The divergence guard monitor; :func:`~scratchnet.sgd` builds one
-    from its ``guard*`` keywords (see the module docstring)."""
+class Guard(Monitor):
+    """The divergence guard monitor; :func:`~scratchnet.sgd` and
+    :func:`~scratchnet.train` build one from their ``guard*`` keywords
+    (see the module docstring)."""
 
-    def __init__(self, *, factor=1e3, every=16, on_divergence="raise", max_backoffs=5,
-                 listeners=()):
+    def __init__(self, *, factor=1e3, every=16, on_divergence="raise", max_backoffs=5):
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
             raise TypeError(f"guard_factor: expected a number > 1, got {factor!r}")
         if math.isnan(factor) or factor <= 1:
@@ -121,16 +127,16 @@ class Guard:
                              f", got {on_divergence!r}")
         self.on_divergence = on_divergence
         self.max_backoffs = check.check_int("max_backoffs", max_backoffs, 0)
-        self.listeners = list(listeners)
+        self.verified: _Snapshot | None = None
 
     @classmethod
-    def build(cls, guard, *, factor, every, on_divergence, max_backoffs, optimizers,
-              listeners=()) -> Guard | None:
-        """Validate ``sgd``'s guard keywords; None when ``guard`` is False."""
+    def build(cls, guard, *, factor, every, on_divergence, max_backoffs,
+              optimizers) -> Guard | None:
+        """Validate the guard keywords; None when ``guard`` is False."""
         if not isinstance(guard, bool):
             raise TypeError(f"guard: expected True or False, got {guard!r}")
         made = cls(factor=factor, every=every, on_divergence=on_divergence,
-                   max_backoffs=max_backoffs, listeners=listeners)
+                   max_backoffs=max_backoffs)
         if made.on_divergence == "backoff":
             for i, opt in enumerate(optimizers):
                 if not callable(getattr(opt, "with_eta", None)) or _eta_of(opt) is None:
@@ -139,14 +145,22 @@ class Guard:
                                     f"an eta and a with_eta(eta) method, got {opt!r}")
         return made if guard else None
 
+    def verified_state(self, train):
+        """The last state whose cost was measured good, as ``(epoch,
+        params, state)`` device buffers (what a checkpoint may safely
+        write), or None before the first verification."""
+        slot = self.verified
+        if slot is None:
+            return None
+        params, state = self._slot_buffers(train, slot, slot.state_keys)
+        return slot.epoch, params, state
+
     # ------------------------------------------------------------ monitor
     def start(self, train, cost, optimizer) -> None:
-        self.cost = cost
-        self.optimizer = optimizer
+        self.eta = _eta_of(optimizer)
         self.best = math.inf
         self.floor = torch.finfo(train.backend.dtype).eps ** 2
         self.backoffs = 0
-        self.scale = 1.0
         self.entry_end = None
         self.slots = [_Snapshot(0), _Snapshot(1)]
         self.verified: _Snapshot | None = None
@@ -157,16 +171,13 @@ class Guard:
         self._snapshot(train)   # the state this call starts from (pending)
 
     def begin(self, train, optimizer, epochs):
-        """A schedule entry starts: remember where it ends; carry earlier
-        backoffs over to its η."""
+        """A schedule entry (re)starts: remember where it ends."""
         self.entry_end = train.epoch + epochs
-        if self.scale != 1.0 and _eta_of(optimizer) is not None and hasattr(optimizer,
-                                                                               "with_eta"):
-            optimizer = optimizer.with_eta(optimizer.eta * self.scale)
-            self.optimizer = optimizer
-            return optimizer
-        self.optimizer = optimizer
+        self.eta = _eta_of(optimizer)
         return None
+
+    def eta_changed(self, train, epoch, eta) -> None:
+        self.eta = eta
 
     def after_chunk(self, train, first_epoch, costs):
         for i, c in enumerate(costs):
@@ -178,13 +189,10 @@ class Guard:
                 self.pending.cost = c                       # verified: swap roles
                 self.verified, self.pending = self.pending, None
         if train.epoch == self.entry_end and not self._params_finite(train):
-            return self._diverged(train, train.epoch, self._measure(train))
+            return self._diverged(train, train.epoch, math.nan)
         if train.epoch - self.last_snapshot >= self.chunk:
             self._snapshot(train)
         return None
-
-    def finish(self, train) -> None:
-        pass
 
     # ---------------------------------------------------------- internals
     def _slot_buffers(self, train, slot: _Snapshot, keys):
@@ -206,11 +214,13 @@ class Guard:
         be.copy_(params, train.net.params)
         for k in keys:
             be.copy_(state[k], train.state[k])
-        slot.epoch, slot.cost, slot.state_keys = train.epoch, None, keys
+        slot.epoch, slot.cost, slot.state_keys, slot.best = train.epoch, None, keys, self.best
         self.pending = slot
         self.last_snapshot = train.epoch
 
     def _restore(self, train, slot: _Snapshot) -> None:
+        """Put the network, its optimizer state, its epoch count and the
+        guard's own best cost back to ``slot``."""
         be = train.backend
         params, state = self._slot_buffers(train, slot, slot.state_keys)
         be.copy_(train.net.params, params)
@@ -223,6 +233,7 @@ class Guard:
                 be.release(zeros)
         train.epoch = slot.epoch
         self.last_snapshot = slot.epoch
+        self.best = slot.best if slot.cost is None else min(slot.best, slot.cost)
 
     def _params_finite(self, train) -> bool:
         """Σθ² on the device, one read: finite iff every weight is (a sum
@@ -230,15 +241,10 @@ class Guard:
         train.backend.sum_squares(train.net.params, self._norm)
         return math.isfinite(train.backend.read_scalar(self._norm))
 
-    def _measure(self, train) -> float:
-        """The cost of the current state: one forward pass, no update (only
-        on the failure path)."""
-        from ..fit.sgd import run_epochs  # sgd imports this module
-        run_epochs(train, self.cost, 0, None)
-        return self.cost.finish(train.backend.read_scalar(train.cost_sum), train.n_global)
-
     def _diverged(self, train, epoch: int, cost: float):
         slot = self.verified
+        what = (f"cost {cost:.6g} at epoch {epoch}" if not math.isnan(cost) or epoch != train.epoch
+                else f"non-finite parameters after epoch {epoch}")
         if slot is None:
             # The first cost of the call is already bad: the only state to
             # go back to is the one the call started from.
@@ -246,37 +252,29 @@ class Guard:
             self._restore(train, start)
             self.pending = None
             raise DivergenceError(
-                f"sgd: the parameters this call started from (epoch {start.epoch}) already "
+                f"the parameters this call started from (epoch {start.epoch}) already "
                 f"give cost {cost:.6g}; restored them as they were.  Lowering eta cannot help: "
                 f"reinitialise the network or load a checkpoint",
                 epoch=epoch, cost=cost, restored_epoch=start.epoch, restored_cost=cost,
-                eta=_eta_of(self.optimizer), backoffs=self.backoffs)
-        self._restore(train, slot)
-        self.pending = None
+                eta=self.eta, backoffs=self.backoffs)
         why = ("is not finite" if not math.isfinite(cost) else
                f"exceeds guard_factor {self.factor:g} x the best cost {self.best:.6g} of this "
                f"call")
-        eta = _eta_of(self.optimizer)
+        self._restore(train, slot)
+        self.pending = None
         if self.on_divergence == "backoff" and self.backoffs < self.max_backoffs:
             self.backoffs += 1
-            self.scale /= 2
-            new_eta = eta / 2
             warnings.warn(
-                f"sgd: cost {cost:.6g} at epoch {epoch} {why}; restored epoch {slot.epoch} "
-                f"(cost {slot.cost:.6g}) and halved eta {eta:g} -> {new_eta:g} "
+                f"{what} {why}; restored epoch {slot.epoch} (cost {slot.cost:.6g}) and "
+                f"halved eta {self.eta:g} -> {self.eta / 2:g} "
                 f"(backoff {self.backoffs} of {self.max_backoffs})",
                 DivergenceWarning, stacklevel=2)
-            self.optimizer = self.optimizer.with_eta(new_eta)
-            for listener in self.listeners:
-                hook = getattr(listener, "eta_changed", None)
-                if hook is not None:
-                    hook(train, slot.epoch, new_eta)
-            return self.optimizer
+            return Rewind(slot.epoch, 0.5)
         tried = (f" after {self.backoffs} backoff(s) (max_backoffs={self.max_backoffs})"
                  if self.on_divergence == "backoff" else "")
         raise DivergenceError(
-            f"sgd: diverged at epoch {epoch}: cost {cost:.6g} {why}{tried}.  Restored the "
-            f"parameters of epoch {slot.epoch} (cost {slot.cost:.6g}); the network is usable.  "
-            f"Lower eta, pass on_divergence='backoff', or guard=False to watch it explode",
+            f"diverged: {what} {why}{tried}.  Restored the parameters of epoch "
+            f"{slot.epoch} (cost {slot.cost:.6g}); the network is usable.  Lower eta, pass "
+            f"on_divergence='backoff', or guard=False to watch it explode",
             epoch=epoch, cost=cost, restored_epoch=slot.epoch, restored_cost=slot.cost,
-            eta=eta, backoffs=self.backoffs)
+            eta=self.eta, backoffs=self.backoffs)

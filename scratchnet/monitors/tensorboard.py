@@ -3,10 +3,11 @@
     sgd(train, y, quadratic_cost, 1000, (0.3, 0.9), log_dir="runs/weight_decay/l2",
         test=(x_test, y_test), log_every=1, hist_every=None)
 
-is ``sgd`` with a :class:`TensorBoardLogger` monitor (``sgd.py`` explains
-monitors).  The series makes its whole argument by printing the cost and
-``(map amax (map weights (layers net)))`` between ``sgd`` calls; this logs the
-same numbers, per epoch, to ``torch.utils.tensorboard``.
+is ``sgd`` with a :class:`TensorBoardLogger` monitor (``monitors/base.py``
+explains monitors); ``train(...)`` takes the same keywords.  The series
+makes its whole argument by printing the cost and
+``(map amax (map weights (layers net)))`` between ``sgd`` calls; this logs
+the same numbers, per epoch, to ``torch.utils.tensorboard``.
 
 Steps and what a value at step e means
 --------------------------------------
@@ -46,7 +47,8 @@ import weakref
 import numpy as np
 
 from .. import validation as check
-from ..nn.network import TrainingNetwork
+from ..nn.network import Network, TrainingNetwork
+from .base import Monitor
 
 #: Custom-scalar charts (tags are regular expressions): train and test cost
 #: overlaid, and the amax of every layer in one chart.
@@ -76,7 +78,7 @@ def _summary_writer_class():
     return SummaryWriter
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(Monitor):
     """A monitor that logs ``train``'s cost and weights to TensorBoard.
 
     ``log_dir``: a run directory (str or path; a writer is opened at the
@@ -90,10 +92,14 @@ class TensorBoardLogger:
     allocates, ``finish`` releases (see the module docstring).
     """
 
-    def __init__(self, log_dir, *, train: TrainingNetwork, test=None, log_every: int = 1,
+    def __init__(self, log_dir, *, train: TrainingNetwork | None = None,
+                 net: Network | None = None, test=None, log_every: int = 1,
                  hist_every: int | None = None):
-        if not isinstance(train, TrainingNetwork):
+        if train is not None and not isinstance(train, TrainingNetwork):
             raise TypeError(f"train: expected a TrainingNetwork, got {type(train).__name__}")
+        if train is None and not isinstance(net, Network):
+            raise TypeError(f"net: expected the Network to log (or train=), got "
+                            f"{type(net).__name__}")
         writer_class = None
         if isinstance(log_dir, (str, os.PathLike)):
             if not os.fspath(log_dir):
@@ -110,7 +116,7 @@ class TensorBoardLogger:
         self.log_every = check.check_int("log_every", log_every, 1)
         self.hist_every = None if hist_every is None else check.check_int(
             "hist_every", hist_every, 1)
-        net = train.net
+        net = train.net if train is not None else net
         if test is not None:
             if not isinstance(test, (tuple, list)) or len(test) != 2:
                 raise TypeError(f"test: expected an (x_test, y_test) pair, got "
@@ -137,7 +143,7 @@ class TensorBoardLogger:
 
     # ------------------------------------------------------------ monitor
     def start(self, train, cost, optimizer) -> None:
-        if train is not self.train:
+        if self.train is not None and train is not self.train:
             raise ValueError("train: this TensorBoardLogger was made for another training "
                              "network")
         self.cost = cost

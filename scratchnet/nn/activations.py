@@ -39,6 +39,10 @@ class Activation:
 
     #: True when the activation needs an (n,) work vector (column-wise).
     columnwise = False
+    #: True when the backend's activation kernels (``activation_forward``/
+    #: ``activation_backward`` by name, and the fused
+    #: ``linear_activation_forward``) compute it: the series' four.
+    fusable = True
 
     def __repr__(self) -> str:
         return f"scratchnet.{self.name}"
@@ -56,6 +60,8 @@ class _Elu(Activation):
     """elu with α = 1 (its own backend kernels: the series' four activations
     share one kernel pair that older backends implement)."""
 
+    fusable = False
+
     def forward(self, backend, z, a, work=None) -> None:
         backend.elu_forward(z, a)
 
@@ -68,6 +74,7 @@ class _Softmax(Activation):
     subtracted before exponentiating, so e^z never overflows)."""
 
     columnwise = True
+    fusable = False
 
     def forward(self, backend, z, a, work=None) -> None:
         backend.softmax_forward(z, a, work)

@@ -69,7 +69,7 @@ class CheckpointError(ValueError):
 
 
 # ------------------------------------------------------------------ saving
-def _check_path(path) -> str:
+def check_path(path) -> str:
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path (str or os.PathLike), got {path!r}")
     path = os.fspath(path)
@@ -133,19 +133,23 @@ def save(net_or_train, path) -> None:
     """Save a :class:`Network` (architecture, convention, dtype, weights and
     biases) or a :class:`TrainingNetwork` (the same plus its epoch count and
     optimizer state) to ``path``, atomically.  See the module docstring."""
-    path = _check_path(path)
-    if isinstance(net_or_train, TrainingNetwork):
-        train = net_or_train
-        train._check_open()
-        net, epoch = train.net, train.epoch
-        state = {k: to_numpy(v) for k, v in train.state.items()}
-    elif isinstance(net_or_train, Network):
-        net, epoch, state = net_or_train, None, {}
-        net._check_open()
-    else:
+    path = check_path(path)
+    if not isinstance(net_or_train, (Network, TrainingNetwork)):
         raise TypeError(f"net_or_train: expected a scratchnet Network or TrainingNetwork, "
                         f"got {type(net_or_train).__name__}")
-    atomic_write(path, _encode(net, net.backend.to_numpy(net.params), epoch, state))
+    # Under the network's lock: training in another thread holds it while
+    # epochs run, so weights, epoch and state are read between two chunks.
+    with net_or_train.lock:
+        if isinstance(net_or_train, TrainingNetwork):
+            train = net_or_train
+            train._check_open()
+            net, epoch = train.net, train.epoch
+            state = {k: to_numpy(v) for k, v in train.state.items()}
+        else:
+            net, epoch, state = net_or_train, None, {}
+            net._check_open()
+        params = net.backend.to_numpy(net.params)
+    atomic_write(path, _encode(net, params, epoch, state))
 
 
 def save_snapshot(train: TrainingNetwork, path: str, params, epoch: int, state: dict) -> None:
@@ -166,7 +170,7 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
     Raises :class:`CheckpointError` naming what is wrong."""
     import safetensors.numpy
 
-    path = _check_path(path)
+    path = check_path(path)
     with open(path, "rb") as f:
         raw = f.read()
     if len(raw) < 8:
@@ -285,59 +289,3 @@ def load_training(path, x, device="cpu", dtype=None) -> TrainingNetwork:
         train.close()
         raise
     return train
-
-
-# ----------------------------------------------------------------- monitor
-class Checkpointer:
-    """The monitor behind ``sgd(..., checkpoint=path, checkpoint_every=k)``:
-    saves every ``k`` epochs and after the call's last epoch.  With the
-    divergence guard on, the periodic saves write the guard's *verified*
-    snapshot (a state whose cost was measured good), never a state the next
-    epoch might show to be NaN."""
-
-    def __init__(self, path, every, guard=None):
-        self.path = _check_path(path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"checkpoint: the folder {folder!r} does not exist")
-        self.every = None if every is None else check.check_int("checkpoint_every", every, 1)
-        self.chunk = self.every or 1024   # no costs needed: read rarely
-        self.guard = guard
-
-    @classmethod
-    def build(cls, path, every, guard) -> Checkpointer | None:
-        if path is None:
-            if every is not None:
-                raise ValueError("checkpoint_every: given without checkpoint=path")
-            return None
-        try:
-            return cls(path, every, guard)
-        except (TypeError, ValueError) as exc:
-            msg = str(exc)
-            raise type(exc)(msg if not msg.startswith("path:") else "checkpoint" + msg[4:]) \
-                from None
-
-    def start(self, train, cost, optimizer) -> None:
-        self.last = train.epoch
-
-    def after_chunk(self, train, first_epoch, costs):
-        if self.every is None:
-            return None
-        if self.guard is None:
-            if train.epoch - self.last >= self.every:
-                save(train, self.path)
-                self.last = train.epoch
-            return None
-        slot = self.guard.verified
-        if slot is not None and slot.epoch - self.last >= self.every:
-            params, state = self.guard._slot_buffers(train, slot, slot.state_keys)
-            save_snapshot(train, self.path, params, slot.epoch, state)
-            self.last = slot.epoch
-        return None
-
-    def complete(self, train) -> None:
-        save(train, self.path)
-        self.last = train.epoch
-
-    def finish(self, train) -> None:
-        pass

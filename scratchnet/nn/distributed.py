@@ -40,6 +40,7 @@ wants better must expose its buffers to a collective library itself.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 
 import numpy as np
@@ -148,6 +149,15 @@ class _AllReduce:
         be.copy_(array, staged)
         be.release(staged)
 
+    def gather(self, what: str, values) -> list[list[int]]:
+        """Every rank's ``values`` (the same number of ints everywhere), in
+        rank order: one all-gather of a small int64 tensor."""
+        mine = values if isinstance(values, torch.Tensor) else torch.tensor(
+            values, dtype=torch.int64, device=_collective_device(self.backend, self.via_host))
+        gathered = [torch.empty_like(mine) for _ in range(self.world)]
+        self._run(what, lambda t: dist.all_gather(gathered, t, group=self.group), mine)
+        return torch.stack(gathered).cpu().tolist()
+
     def __call__(self, array) -> None:
         self.apply("all_reduce", lambda t: dist.all_reduce(t, group=self.group), array)
         self.calls += 1
@@ -159,6 +169,141 @@ def _collective_device(backend, via_host: bool) -> torch.device:
     if via_host or backend.name != "torch":
         return torch.device("cpu")
     return backend.torch_device
+
+
+def _digest(text: str) -> list[int]:
+    """Four non-negative int64 words of the sha256 of ``text``: what ranks
+    compare, so that any difference is seen in one small collective."""
+    raw = hashlib.sha256(text.encode()).digest()
+    return [int.from_bytes(raw[i:i + 7], "little") for i in range(0, 28, 7)]
+
+
+def architecture(net: Network) -> str:
+    """What must be equal on every rank: widths, activations, convention
+    and dtype (a parameter count alone lets a 4-100-2-1 network train
+    against a 4-32-16-1 one)."""
+    layers = ",".join(f"{la.out_dim}:{la.activation.name}" for la in net.layers)
+    return f"{net.in_dim}|{layers}|{net.convention}|{net.dtype}"
+
+
+def describe_plan(front: str, cost, schedule, *extra) -> str:
+    """A call's plan as text: the front end, the cost, every entry's epochs
+    and its optimizer's type and numeric settings, and ``extra`` (batch
+    size, shuffle, seed)."""
+    entries = []
+    for epochs, opt in schedule:
+        settings = {k: v for k, v in sorted(vars(opt).items())
+                    if isinstance(v, (bool, int, float)) and not k.startswith("_")}
+        entries.append(f"{epochs}x{type(opt).__name__}{settings}")
+    return f"{front}|{type(cost).__name__}:{getattr(cost, 'binary', '')}|{entries}|{extra}"
+
+
+def agree_on_plan(reducer, front: str, cost, schedule, *extra) -> None:
+    """Compare this call's plan (:func:`describe_plan`) across the ranks;
+    when any rank differs, every rank raises ``ValueError`` before any
+    update (so no rank waits forever for a collective another will not
+    make, and no rank trains alone)."""
+    plan = describe_plan(front, cost, schedule, *extra)
+    table = reducer.gather("the plan check", _digest(plan))
+    differ = [r for r, row in enumerate(table) if row != table[0]]
+    if differ:
+        raise ValueError(
+            f"{front}: every rank must make the same call (epochs, hyperparameters, cost"
+            f"{', batch size, shuffle, seed' if extra else ''}); rank(s) {differ} differ from "
+            f"rank 0.  This rank (rank {reducer.rank}) has {plan}")
+
+
+class DataParallel:
+    """What ``train(..., distributed=...)`` needs: the all-reduce, every
+    rank's number of samples, and this rank's place."""
+
+    def __init__(self, reducer, shard_sizes: list[int]):
+        self.reducer = reducer
+        self.shard_sizes = shard_sizes
+        self.rank = reducer.rank
+
+
+def _join(net: Network, n_local: int | None, group, via_host: bool, error=None):
+    """One collective in which every rank shows whether it accepted its
+    arguments, its sample count and its architecture; raises ``ValueError``
+    on every rank when any rank refused or differs.  Returns (reducer,
+    every rank's sample count)."""
+    rank, world = rank_and_world(group)
+    ok = error is None
+    mine = torch.tensor([ok, n_local or 0, *_digest(architecture(net))], dtype=torch.int64,
+                        device=_collective_device(net.backend, via_host))
+    reducer = _AllReduce(net.backend, group, via_host)
+    table = reducer.gather("the shape check", mine)
+    if error is not None:
+        raise error
+    refused = [r for r, row in enumerate(table) if not row[0]]
+    if refused:
+        raise ValueError(f"x: rank(s) {refused} rejected their shard (see their error); "
+                         f"no rank starts training")
+    differ = [r for r, row in enumerate(table) if row[2:] != table[0][2:]]
+    if differ:
+        raise ValueError(
+            f"net: every rank needs the same network (widths, activations, convention, "
+            f"dtype); rank(s) {differ} differ from rank 0.  This rank (rank {rank}) has "
+            f"{architecture(net)}")
+    return reducer, [row[1] for row in table]
+
+
+def _staging(net: Network, group, staging: str) -> bool:
+    """Whether collectives go through host memory; ``ValueError`` for a
+    combination that cannot work."""
+    if staging not in STAGING:
+        raise ValueError(f"staging: expected one of {', '.join(map(repr, STAGING))}, "
+                         f"got {staging!r}")
+    torch_arrays = net.backend.name == "torch"
+    via_host = staging == "host" or (staging == "auto" and not torch_arrays)
+    if not via_host and not torch_arrays:
+        raise ValueError(f"staging: 'device' needs torch tensors, but the {net.backend.name} "
+                         f"backend's arrays are not; use staging='host' (or 'auto')")
+    kind = "cpu" if via_host else net.backend.torch_device.type
+    pg = str(dist.get_backend(group))
+    if kind == "cpu" and pg == "nccl":
+        raise ValueError(f"group: an NCCL process group cannot sum {'host' if via_host else 'CPU'}"
+                         f" arrays (device {net.device!r}, staging {staging!r}); "
+                         f"initialise a gloo group")
+    return via_host
+
+
+def _broadcast(reducer, net: Network, src: int, group) -> None:
+    global_src = src if group is None else dist.get_global_rank(group, src)
+    reducer.apply(f"broadcasting the parameters from rank {src}",
+                  lambda t: dist.broadcast(t, src=global_src, group=group), net.params)
+
+
+def data_parallel(net: Network, n_local: int, distributed, plan=None) -> DataParallel | None:
+    """The data-parallel setup of ``train(..., distributed=...)``:
+    ``False`` → None (one process); ``True`` → the default group; else a
+    ``torch.distributed`` process group.  Every rank's architecture is
+    compared, then ``plan`` (``(front, cost, schedule, *extra)``, see
+    :func:`agree_on_plan`), and only then rank 0's parameters are
+    broadcast: on any disagreement every rank raises ``ValueError`` with
+    nothing changed.  A group of one rank is one process: None."""
+    if distributed is False or distributed is None:
+        return None
+    if distributed is True:
+        group = None
+    elif isinstance(distributed, bool) or isinstance(distributed, (int, float, str)):
+        raise TypeError(f"distributed: expected False, True or a torch.distributed process "
+                        f"group, got {distributed!r}")
+    else:
+        group = distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("distributed: torch.distributed is not initialised; launch with "
+                         "torchrun and call scratchnet.distributed.init_from_env() first")
+    rank, world = rank_and_world(group)
+    if world == 1:
+        return None
+    via_host = _staging(net, group, "auto")
+    reducer, sizes = _join(net, n_local, group, via_host)
+    if plan is not None:
+        agree_on_plan(reducer, *plan)
+    _broadcast(reducer, net, 0, group)
+    return DataParallel(reducer, sizes)
 
 
 def distributed_training_network(net: Network, x, *, group=None, staging: str = "auto",
@@ -180,8 +325,10 @@ def distributed_training_network(net: Network, x, *, group=None, staging: str = 
     one rank only) still start equal.
 
     Every rank checks its arguments first; then one collective compares the
-    ranks (architecture, dtype, shard accepted) and, if any rank disagrees,
-    every rank raises ``ValueError`` and nothing is modified.  Without an
+    ranks (widths, activations, convention, dtype, shard accepted) and, if
+    any rank disagrees, every rank raises ``ValueError`` and nothing is
+    modified.  Each ``sgd`` call compares its plan (epochs, hyperparameters,
+    cost) the same way before its first update.  Without an
     initialised process group, or in a group of one, this is
     :func:`~scratchnet.training_network`.
     """
@@ -197,18 +344,7 @@ def distributed_training_network(net: Network, x, *, group=None, staging: str = 
         raise ValueError(f"src: expected a rank in 0 .. {world - 1}, got {src}")
     if world == 1:
         return training_network(net, x)
-
-    torch_arrays = net.backend.name == "torch"
-    via_host = staging == "host" or (staging == "auto" and not torch_arrays)
-    if not via_host and not torch_arrays:
-        raise ValueError(f"staging: 'device' needs torch tensors, but the {net.backend.name} "
-                         f"backend's arrays are not; use staging='host' (or 'auto')")
-    kind = "cpu" if via_host else net.backend.torch_device.type
-    pg = str(dist.get_backend(group))
-    if kind == "cpu" and pg == "nccl":
-        raise ValueError(f"group: an NCCL process group cannot sum {'host' if via_host else 'CPU'}"
-                         f" arrays (device {net.device!r}, staging {staging!r}); "
-                         f"initialise a gloo group")
+    via_host = _staging(net, group, staging)
 
     # Validate locally, then agree: a rank that rejects its shard must still
     # join the check, or its peers would wait for it until the timeout.
@@ -217,38 +353,13 @@ def distributed_training_network(net: Network, x, *, group=None, staging: str = 
         train = training_network(net, x)
     except (TypeError, ValueError) as exc:
         error = exc
-    n = 0 if train is None else train.n
-    dtype_code = {torch.float32: 32, torch.float64: 64}.get(net.dtype, 0)
-    mine = torch.tensor([error is None, n, net.n_params, net.in_dim, net.out_dim,
-                         dtype_code, int(net.bias_sign)], dtype=torch.int64,
-                        device=_collective_device(net.backend, via_host))
-    gathered = [torch.empty_like(mine) for _ in range(world)]
-    reducer = _AllReduce(net.backend, group, via_host)
     try:
-        reducer._run("the shape check", lambda t: dist.all_gather(gathered, t, group=group),
-                     mine)
-    except DistributedError:
+        reducer, sizes = _join(net, None if train is None else train.n, group, via_host, error)
+    except BaseException:
         if train is not None:
             train.close()
         raise
-    table = torch.stack(gathered).cpu().tolist()
-    if error is not None:
-        raise error
-    refused = [r for r, row in enumerate(table) if not row[0]]
-    differ = [r for r, row in enumerate(table) if row[2:] != table[0][2:]]
-    if refused or differ:
-        train.close()
-        if refused:
-            raise ValueError(f"x: rank(s) {refused} rejected their shard (see their error); "
-                             f"no rank starts training")
-        raise ValueError(
-            f"net: every rank needs the same network (parameters, in, out, dtype bits, bias "
-            f"sign); rank 0 has {table[0][2:]}, rank(s) {differ} have "
-            f"{[table[r][2:] for r in differ]}")
-
-    global_src = src if group is None else dist.get_global_rank(group, src)
-    reducer.apply(f"broadcasting the parameters from rank {src}",
-                  lambda t: dist.broadcast(t, src=global_src, group=group), net.params)
-    train.n_global = int(sum(row[1] for row in table))
+    _broadcast(reducer, net, src, group)
+    train.n_global = int(sum(sizes))
     train.all_reduce = reducer
     return train

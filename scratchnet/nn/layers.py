@@ -68,7 +68,7 @@ class FullyConnected:
         ``work``: an (n,) scratch array, needed by column-wise activations
         (softmax)."""
         be = self.backend
-        if type(self.activation) is Activation:   # the series' four: fusable
+        if self.activation.fusable:   # the series' four
             be.linear_activation_forward(self.activation.name, z, self.weights,
                                          self.bias_operand, a_prev, self.bias_sign)
             return
@@ -105,7 +105,7 @@ class FullyConnectedTraining:
         # The series' four activations share the backend's activation kernels
         # (called directly: the hot path); elu and softmax have their own.
         self.activation = layer.activation
-        self.plain = type(layer.activation) is Activation
+        self.plain = layer.activation.fusable
 
     def forward(self) -> None:
         """z = W a_{l−1} + b 1ᵀ;  a = σ(z)."""

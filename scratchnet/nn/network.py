@@ -10,11 +10,12 @@ device memory now, like the series' ``with-release``.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from .. import validation as check
 from ..backends import get_backend
-from ..engine import cuda_graph
 from .layers import FullyConnected, FullyConnectedTraining, LayerSpec
 
 CONVENTIONS = {"standard": 1.0, "series": -1.0}
@@ -75,6 +76,7 @@ class Network(_Closable):
             self.layers.append(FullyConnected(backend, w, b, spec.activation, self.bias_sign))
         self.out_dim = dims[-1]
         self.trainings = 0  # live training networks (they hold views of params)
+        self.lock = threading.RLock()   # held while training changes params
 
     @property
     def device(self) -> str:
@@ -176,8 +178,6 @@ class TrainingNetwork(_Closable):
         self.biases_grad = be.view(self.reduce_buffer, net.n_weights, (n_biases,))
         self.biases_flat = be.view(net.params, net.n_weights, (n_biases,))
         self.y = be.zeros((net.out_dim, self.n))
-        self.y_source = None   # (object, version) of the y now in self.y
-        self._cost_slots: list = []   # per-epoch cost slots, see cost_slots()
         self.state: dict = {}
         self._buffers: dict = {}   # named helper buffers, see buffer()
         self.owns_net = False      # close() also closes net (set by load_training)
@@ -193,9 +193,12 @@ class TrainingNetwork(_Closable):
             self.layers.append(train_layer)
             a_prev, g_prev = train_layer.a, train_layer.z
         net.trainings += 1
-        # CUDA only: replays epochs from CUDA graphs (None elsewhere; set it
-        # to None to launch eagerly).  See cuda_graph.py.
-        self.graphs = cuda_graph.runner_for(self)
+        #: The epoch runner the engine picked for this network (made on the
+        #: first sgd call, kept across calls, closed with the network).
+        self.runner = None
+        #: The network's lock, held while epochs run: a save from another
+        #: thread waits for a consistent (weights, epoch, state).
+        self.lock = net.lock
 
     @property
     def output(self):
@@ -219,17 +222,6 @@ class TrainingNetwork(_Closable):
         for layer in reversed(self.layers):
             layer.backward(output_delta and layer is last)
 
-    def cost_slots(self, k: int) -> list:
-        """``k`` one-element device arrays, views of one buffer, that receive
-        one epoch's Σ(a − y)² each.  Allocated once (grown if a larger ``k``
-        is ever asked for) and reused by every later chunk."""
-        if len(self._cost_slots) < k:
-            if self._cost_slots:
-                self.backend.release(self._cost_buffer)
-            self._cost_buffer = self.backend.zeros((k,))
-            self._cost_slots = [self.backend.view(self._cost_buffer, i, (1,)) for i in range(k)]
-        return self._cost_slots[:k]
-
     def buffer(self, name: str, shape: tuple[int, ...]):
         """A device buffer named ``name`` owned by this training network:
         allocated on the first request (or when ``shape`` changes), the same
@@ -244,38 +236,19 @@ class TrainingNetwork(_Closable):
             buf = self._buffers[name] = self.backend.zeros(shape)
         return buf
 
-    def read_costs(self, k: int) -> list[float]:
-        """The first ``k`` per-epoch cost sums, with one device-to-host copy."""
-        return [float(v) for v in self.backend.to_numpy(self._cost_buffer)[:k]]
-
-    def holds_y(self, y) -> bool:
-        """True when ``y`` is the very tensor already in the y buffer and
-        unchanged since (torch's version counter): 4,000 one-epoch sgd calls
-        then validate and copy y once."""
-        version = getattr(y, "_version", None)
-        return (self.y_source is not None and self.y_source[0] is y and version is not None
-                and self.y_source[1] == version)
-
     def load_y(self, y) -> None:
-        """Copy validated targets into the y buffer, unless :meth:`holds_y`."""
-        if self.holds_y(y):
-            return
-        version = getattr(y, "_version", None)
-        staged = check.to_columns(y, self.backend)
-        self.backend.copy_(self.y, staged)
-        self.backend.release(staged)
-        self.y_source = (y, version)
+        """Copy validated targets (n, out_dim) into the y buffer (every
+        call: a caller may change its array behind torch's back, through
+        ``.numpy()``, and must still be trained against what it passed)."""
+        self.backend.load_columns(self.y, y)
 
     def _release(self) -> None:
         be = self.backend
-        if self.graphs is not None:
-            self.graphs.close()
-            self.graphs = None
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
         for layer in self.layers:
             layer.release()
-        if self._cost_slots:
-            be.release(self._cost_buffer)
-            self._cost_slots = []
         for name in ("x", "reduce_buffer", "y"):
             be.release(getattr(self, name))
             setattr(self, name, None)
@@ -285,7 +258,6 @@ class TrainingNetwork(_Closable):
             be.release(buf)
         self.state.clear()
         self._buffers.clear()
-        self.y_source = None
         self.net.trainings -= 1
         if self.owns_net:
             self.net.close()
