@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +75,51 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class Saboteur(sn.SGD):
+    """SGD whose update ``at`` (0-based: the update made in epoch ``at``)
+    corrupts the parameters; ``times`` limits how often it fires."""
+
+    def __init__(self, eta, at, mode="nan", times=None, lam=0.0):
+        super().__init__(eta, lam)
+        self.at, self.mode, self.times, self.fired = at, mode, times, 0
+        self._base, self._k = None, 0
+
+    def _epoch(self, train):
+        """The epoch this step belongs to: the runner counts ``train.epoch``
+        after each full-batch step (a replayed CUDA graph counts after its
+        whole chunk, so count steps since it last changed)."""
+        if train.epoch != self._base:
+            self._base, self._k = train.epoch, 0
+        epoch = self._base + self._k
+        self._k += 1
+        return epoch
+
+    def with_eta(self, eta):
+        other = Saboteur(eta, self.at, self.mode, self.times, self.lam)
+        other.fired = self.fired
+        return other
+
+    def step(self, train):
+        super().step(train)
+        if self._epoch(train) == self.at and (self.times is None or self.fired < self.times):
+            self.fired += 1
+            be, params = train.backend, train.net.params
+            if self.mode == "nan":
+                be.axpy_(params, math.nan, params)         # θ + NaN·θ = NaN
+            else:                                           # output bias += 100
+                bias = be.view(params, train.net.n_params - 1, (1,))
+                be.axpy_(bias, 100.0 / max(abs(sn.to_numpy(bias)[0]), 1e-3), bias)
+
+
+def read_events(log_dir):
+    """Every scalar series as {tag: [(step, value), ...]} and the histograms."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0,
+                                                        "tensors": 0})
+    acc.Reload()
+    scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+    hists = {t: acc.Histograms(t) for t in acc.Tags()["histograms"]}
+    return scalars, hists, acc

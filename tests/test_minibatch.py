@@ -25,17 +25,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def replay(net, x, y, update, epochs, batch_size, seed):
-    """The batches ``train`` promises, in float64 autograd: every epoch a
-    seeded in-place shuffle, consecutive batches of ``batch_size`` and one
+    """The batches ``train`` promises, in float64 autograd: epoch e shuffled
+    by a generator seeded with (seed, 0, e), consecutive batches of ``batch_size`` and one
     short last batch; ``update`` as in test_optim (n = the batch's size).
     Returns per-epoch costs (sample-weighted batch means) and params."""
     params = [(w.detach(), b.detach()) for w, b in params64(net)]
-    rng = np.random.default_rng(seed)
-    order = np.arange(x.shape[0])
     state: dict = {"t": 0}
     costs = []
-    for _ in range(epochs):
-        rng.shuffle(order)
+    for epoch in range(epochs):
+        order = np.arange(x.shape[0])
+        np.random.default_rng([seed, 0, epoch]).shuffle(order)   # (seed, rank, epoch)
         total = 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]

@@ -14,8 +14,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from helpers import article_net, assert_unchanged, regression_data, snapshot
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import article_net, assert_unchanged, read_events, regression_data, snapshot
 from torch.utils.tensorboard import SummaryWriter
 
 import scratchnet as sn
@@ -23,16 +22,6 @@ import scratchnet as sn
 LAYERS = 3
 TAGS = ["cost/train", "cost/test"] + [f"weights/layer{i}/{kind}" for i in range(LAYERS)
                                       for kind in ("amax", "norm")]
-
-
-def read(log_dir):
-    """Every scalar series as {tag: [(step, value), ...]} and the histograms."""
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0,
-                                                        "tensors": 0})
-    acc.Reload()
-    scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
-    hists = {t: acc.Histograms(t) for t in acc.Tags()["histograms"]}
-    return scalars, hists, acc
 
 
 def observe(net, cost, x_test, y_test):
@@ -73,7 +62,7 @@ def test_one_epoch_calls_log_what_sgd_returned_and_the_weights_amax(device, tmp_
         cost = sn.sgd(train, y, sn.quadratic_cost, 1, (0.3, 0.9), log_dir=tmp_path,
                       test=(x_test, y_test))
         expected[train.epoch] = observe(net, cost, x_test, y_test)
-    logged, hists, _ = read(tmp_path)
+    logged, hists, _ = read_events(tmp_path)
     assert sorted(logged) == sorted(TAGS)
     assert hists == {}   # hist_every is off by default
     assert_logged(logged, expected)
@@ -101,7 +90,7 @@ def test_chunked_logging_matches_one_epoch_calls(device, tmp_path):
                        test=(x_test, y_test), log_every=3)
         second = sn.sgd(train, y, sn.quadratic_cost, 4, (0.1, 0.01), log_dir=writer,
                         test=(x_test, y_test), log_every=3)
-    logged, _, _ = read(tmp_path)
+    logged, _, _ = read_events(tmp_path)
     assert [s for s, _ in logged["cost/train"]] == [3, 6, 9, 10, 13, 14]
     assert logged["cost/train"][3][1] == np.float32(first)
     assert logged["cost/train"][5][1] == np.float32(second)
@@ -121,7 +110,7 @@ def test_histograms_every_hist_every_epochs(device, tmp_path):
     for epochs in (5, 3):
         sn.sgd(train, y, sn.quadratic_cost, epochs, 0.1, log_dir=tmp_path, hist_every=2)
         weights_at[train.epoch] = [sn.to_numpy(la.weights) for la in net.layers]
-    _, hists, _ = read(tmp_path)
+    _, hists, _ = read_events(tmp_path)
     assert sorted(hists) == [f"weights/layer{i}" for i in range(LAYERS)]
     for i in range(len(net.layers)):
         events = hists[f"weights/layer{i}"]
@@ -142,7 +131,7 @@ def test_a_diverging_run_logs_nan_without_crashing(device, tmp_path):
         last = sn.sgd(train, y, sn.quadratic_cost, 8, 1e4, log_dir=tmp_path, test=(x, y),
                       hist_every=1, guard=False)   # the guard would stop the explosion
     assert math.isnan(last)
-    logged, hists, _ = read(tmp_path)
+    logged, hists, _ = read_events(tmp_path)
     assert [s for s, _ in logged["cost/train"]] == list(range(1, 9))
     assert math.isnan(logged["cost/train"][-1][1])
     assert math.isnan(logged["cost/test"][-1][1])
@@ -157,12 +146,12 @@ def test_a_callers_writer_is_flushed_not_closed(tmp_path):
     train = sn.training_network(article_net("cpu"), x)
     writer = SummaryWriter(str(tmp_path), flush_secs=3600)
     sn.sgd(train, y, sn.quadratic_cost, 2, 0.1, log_dir=writer)
-    logged, _, _ = read(tmp_path)
+    logged, _, _ = read_events(tmp_path)
     assert len(logged["cost/train"]) == 2
     assert writer.file_writer is not None   # SummaryWriter.close() sets it to None
     writer.add_scalar("mine", 7.0, 0)
     writer.close()
-    logged, _, _ = read(tmp_path)
+    logged, _, _ = read_events(tmp_path)
     assert logged["mine"] == [(0, 7.0)]
     assert len(list(tmp_path.iterdir())) == 1
 
@@ -189,7 +178,7 @@ def test_own_writer_is_closed(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         sn.sgd(train, y, sn.quadratic_cost, 2, 0.1, log_dir=tmp_path / "b", monitors=[Boom()])
     assert writer_threads() == before
-    logged, _, _ = read(tmp_path / "b")   # the logger ran first: epoch 3 is on disk
+    logged, _, _ = read_events(tmp_path / "b")   # the logger ran first: epoch 3 is on disk
     assert [s for s, _ in logged["cost/train"]] == [3]
 
 
@@ -203,7 +192,7 @@ def test_custom_scalar_layout(tmp_path):
     x, y = regression_data(50)
     train = sn.training_network(article_net("cpu"), x)
     sn.sgd(train, y, sn.quadratic_cost, 1, 0.1, log_dir=tmp_path, test=(x, y))
-    logged, _, acc = read(tmp_path)
+    logged, _, acc = read_events(tmp_path)
     (event,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
     charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
@@ -276,7 +265,7 @@ def test_the_logger_as_a_monitor(tmp_path):
     logger = TensorBoardLogger(tmp_path / "m", train=train, log_every=2)
     sn.sgd(train, y, sn.quadratic_cost, 4, 0.1, monitors=[logger])
     sn.sgd(train, y, sn.quadratic_cost, 3, 0.1, monitors=[logger])   # reusable
-    logged, _, _ = read(tmp_path / "m")
+    logged, _, _ = read_events(tmp_path / "m")
     assert [s for s, _ in logged["cost/train"]] == [2, 4, 6, 7]
     other = sn.training_network(article_net("cpu"), x)
     with pytest.raises(ValueError, match="train: this TensorBoardLogger was made for another"):
@@ -295,7 +284,7 @@ def test_guard_backoff_logs_train_eta(tmp_path):
     with pytest.warns(sn.DivergenceWarning):
         sn.sgd(train, y, sn.quadratic_cost, 12, Saboteur(0.2, 6, times=1), log_dir=tmp_path,
                on_divergence="backoff", guard_every=1)
-    logged, _, _ = read(tmp_path)
+    logged, _, _ = read_events(tmp_path)
     assert logged["train/eta"] == [(6, pytest.approx(0.1))]
     steps = [s for s, _ in logged["cost/train"]]
     assert steps[-1] == 12 and all(math.isfinite(v) for _, v in logged["cost/train"][-5:])

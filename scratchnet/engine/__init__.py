@@ -29,11 +29,12 @@ def runner_for(train) -> EpochRunner:
 
 
 def minibatch_runner(net, x, y, batch_size: int, *, shuffle: bool = True,
-                     seed: int | None = None, parallel=None) -> EpochRunner:
+                     seed: int | None = None, parallel=None, resumed=None) -> EpochRunner:
     """A mini-batch runner for one ``train`` call (the caller closes it).
-    ``parallel``: the data-parallel setup of ``nn.distributed.data_parallel``."""
-    if parallel is None:
-        return MiniBatch(net, x, y, batch_size, shuffle=shuffle, seed=seed)
-    return MiniBatch(net, x, y, batch_size, shuffle=shuffle, seed=seed,
-                     reducer=parallel.reducer, shard_sizes=parallel.shard_sizes,
+    ``parallel``: the data-parallel setup of ``nn.distributed.data_parallel``;
+    ``resumed``: a training network whose epoch and optimizer state go on."""
+    extra = {} if resumed is None else {"state": resumed.state, "epoch": resumed.epoch}
+    if parallel is not None:
+        extra.update(reducer=parallel.reducer, shard_sizes=parallel.shard_sizes,
                      rank=parallel.rank)
+    return MiniBatch(net, x, y, batch_size, shuffle=shuffle, seed=seed, **extra)

@@ -110,7 +110,7 @@ class FullBatch(EpochRunner):
             train.epoch += 1
 
     def costs(self, cost, k: int) -> list[float]:
-        return [cost.finish(s, self.n_samples) for s in self.slots.read(k)]
+        return [cost.finish(float(s), self.n_samples) for s in self.slots.read(k)]
 
     def last_cost(self, cost) -> float:
         return cost.finish(self.backend.read_scalar(self.slots.views[0]), self.n_samples)
@@ -133,9 +133,12 @@ class MiniBatch(EpochRunner):
     The data is copied to the device once, as (features, N) columns.  Every
     step *gathers* its batch's columns into a training network's x and y
     buffers (``backend.gather_columns``) through an index array holding the
-    epoch's permutation; the host shuffles N integers in place once per
-    epoch (a seeded ``numpy.random.Generator``, so every device sees the
-    same batches) and uploads them into that same array.  The short last
+    epoch's permutation; the host shuffles N integers once per epoch and
+    uploads them into that same array.  Epoch e's permutation comes from a
+    generator seeded with (seed, rank, e): every device sees the same
+    batches, an epoch trained again after a rewind sees the same batches,
+    and a run resumed from a checkpoint at epoch e goes on exactly as if it
+    had not stopped.  The short last
     batch has a training network of its own that shares the parameters and
     the optimizer state (``state`` is the same dict), so momentum and Adam
     see one sequence of steps; ``train`` (the one monitors watch) is the
@@ -156,8 +159,10 @@ class MiniBatch(EpochRunner):
     kind = "reference"
 
     def __init__(self, net: Network, x, y, batch_size: int, *, shuffle: bool = True,
-                 seed: int | None = None, reducer=None, shard_sizes=None, rank: int = 0):
+                 seed: int | None = None, reducer=None, shard_sizes=None, rank: int = 0,
+                 state: dict | None = None, epoch: int = 0):
         be = self.backend = net.backend
+        self.shared_state = state is not None   # a resumed network's: not ours to free
         self.x = self.y = self.index = None
         self.nets: list[TrainingNetwork] = []
         self.slots = _Slots(be)
@@ -175,8 +180,8 @@ class MiniBatch(EpochRunner):
                                for k in range(n_steps)]
             for size in sorted(set(sizes), reverse=True):   # one network per batch size
                 self.nets.append(TrainingNetwork(net, np.zeros((size, net.in_dim))))
-            for other in self.nets[1:]:
-                other.state = self.nets[0].state             # one optimizer state
+            for tn in self.nets:                             # one optimizer state
+                tn.state = self.nets[0].state if state is None else state
             for tn in self.nets:
                 tn.all_reduce = reducer
             by_size = {tn.n: tn for tn in self.nets}
@@ -188,9 +193,11 @@ class MiniBatch(EpochRunner):
             if len(self.steps) > len(sizes):
                 self.empty = be.zeros((net.n_params + 1,))
             self.order = np.arange(n, dtype=np.int64)
+            self.identity = np.arange(n, dtype=np.int64)
             be.load_index(self.index, self.order)
-            self.rng = np.random.default_rng(seed if reducer is None else [seed or 0, rank]) \
-                if shuffle else None
+            self.shuffle = shuffle
+            self.seed = [int(np.random.SeedSequence().entropy) if seed is None else seed, rank]
+            self.nets[0].epoch = epoch
         except BaseException:
             self.close()
             raise
@@ -203,8 +210,9 @@ class MiniBatch(EpochRunner):
         for epoch in range(epochs):
             if self.stop.requested:
                 return
-            if self.rng is not None:
-                self.rng.shuffle(self.order)          # in place: no allocation
+            if self.shuffle:
+                np.copyto(self.order, self.identity)
+                np.random.default_rng([*self.seed, self.train.epoch]).shuffle(self.order)
                 self.backend.load_index(self.index, self.order)
             wanted = record or epoch == epochs - 1
             base = per_epoch * (epoch if record else 0)
@@ -258,6 +266,8 @@ class MiniBatch(EpochRunner):
 
     def close(self) -> None:
         for tn in self.nets:
+            if self.shared_state:
+                tn.state = {}
             tn.close()
         for name in ("x", "y", "index", "empty"):
             if getattr(self, name) is not None:

@@ -17,8 +17,8 @@ import torch
 from .. import validation as check
 from ..engine import minibatch_runner
 from ..engine.threads import get_num_threads, threads_for
-from ..nn.distributed import agree_on_plan, data_parallel
-from ..nn.network import Network
+from ..nn.distributed import data_parallel
+from ..nn.network import Network, TrainingNetwork
 from .common import build_monitors, parse_plan, refuse_unknown
 from .driver import Driver
 
@@ -41,10 +41,16 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
     iterable of ``(epochs, hyper)`` pairs; returns one cost per pair.  The
     optimizer state (velocity, Adam moments) lives for the whole call.
 
-    ``shuffle``: reshuffle the samples every epoch with a generator seeded by
-    ``seed`` (the same seed gives the same batches on every device);
-    ``shuffle=False`` keeps the data's order.  The last batch holds the
-    N mod B remaining samples: nothing is dropped.
+    ``shuffle``: reshuffle the samples every epoch, epoch e with a
+    generator seeded by (``seed``, rank, e): the same seed gives the same
+    batches on every device and after a resume; ``shuffle=False`` keeps the
+    data's order.  The last batch holds the N mod B remaining samples:
+    nothing is dropped.
+
+    ``net`` may also be a :class:`~scratchnet.TrainingNetwork` (typically
+    ``load_training(checkpoint, x)``): training continues from its epoch
+    count with its optimizer state (velocity, Adam moments), and with the
+    same ``seed`` a resumed run equals one that never stopped.
 
     ``distributed``: ``True`` (the default process group) or a
     ``torch.distributed`` group: data-parallel training, every rank passing
@@ -63,9 +69,13 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
     changes nothing.  Device memory is released when the call returns.
     """
     refuse_unknown("train(net, x, y, cost", unknown)
+    resumed = None
+    if isinstance(net, TrainingNetwork):   # e.g. load_training(checkpoint, x)
+        resumed, net = net, net.net
+        resumed._check_open()
     if not isinstance(net, Network):
-        raise TypeError(f"net: expected a scratchnet Network (inference_network(...)), "
-                        f"got {type(net).__name__}")
+        raise TypeError(f"net: expected a scratchnet Network (inference_network(...)) or a "
+                        f"TrainingNetwork to resume, got {type(net).__name__}")
     net._check_open()
     schedule, single = parse_plan(cost, epochs, hyper, "train(net, x, y, cost")
     x = check.matrix("x", x, net.backend, cols=net.in_dim)
@@ -87,10 +97,14 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
         progress_desc="train")
     get_num_threads()   # validates SCRATCHNET_NUM_THREADS before anything is allocated
-    parallel = data_parallel(net, n, distributed)   # None in one process
-    if parallel is not None:
-        agree_on_plan(parallel.reducer, "train", cost, schedule, batch_size, shuffle, seed)
-    with minibatch_runner(net, x, y, batch_size, shuffle=shuffle, seed=seed,
-                          parallel=parallel) as runner:
-        costs = Driver(runner, cost, schedule, found, threads_for(runner.train)).run()
+    # None in one process; else every rank's architecture and plan agree
+    parallel = data_parallel(net, n, distributed,
+                             plan=("train", cost, schedule, batch_size, shuffle, seed))
+    with minibatch_runner(net, x, y, batch_size, shuffle=shuffle, seed=seed, parallel=parallel,
+                          resumed=resumed) as runner:
+        try:
+            costs = Driver(runner, cost, schedule, found, threads_for(runner.train)).run()
+        finally:
+            if resumed is not None:
+                resumed.epoch = runner.train.epoch
     return costs[0] if single else costs

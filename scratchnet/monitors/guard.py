@@ -188,9 +188,13 @@ class Guard(Monitor):
             if self.pending is not None and self.pending.epoch == epoch:
                 self.pending.cost = c                       # verified: swap roles
                 self.verified, self.pending = self.pending, None
-        if train.epoch == self.entry_end and not self._params_finite(train):
+        at_end = train.epoch == self.entry_end
+        if at_end and not self._params_finite(train):
             return self._diverged(train, train.epoch, math.nan)
-        if train.epoch - self.last_snapshot >= self.chunk:
+        # Also at the end of an entry: a backoff in the next entry then
+        # reruns none of this one.
+        if train.epoch - self.last_snapshot >= self.chunk or (
+                at_end and train.epoch > self.last_snapshot):
             self._snapshot(train)
         return None
 

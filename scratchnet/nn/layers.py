@@ -39,9 +39,36 @@ class LayerSpec:
     activation: Activation
 
 
-def fully_connected(out_dim: int, activation_fn: Activation | str) -> LayerSpec:
+#: Keywords users bring from Keras or PyTorch, and where the setting goes.
+_HINTS = {
+    "activation": "the activation is the second argument, activation_fn: "
+                  "fully_connected(32, scratchnet.relu)",
+    "units": "the width is the first argument, out_dim: fully_connected(32, scratchnet.relu)",
+    "out_features": "the width is the first argument, out_dim: "
+                    "fully_connected(32, scratchnet.relu)",
+    "in_features": "the input width is not given per layer: inference_network(in_dim, layers) "
+                   "passes each layer's input width on",
+    "bias": "every layer has a bias; its sign convention is inference_network(..., "
+            "convention='standard' | 'series')",
+}
+
+
+_MISSING = object()
+
+
+def fully_connected(out_dim: int, activation_fn: Activation | str = _MISSING,
+                    **unknown) -> LayerSpec:
     """A fully connected layer of ``out_dim`` neurons with ``activation_fn``
-    (``scratchnet.sigmoid``, ``tanh``, ``linear``, ``relu`` or its name)."""
+    (``scratchnet.sigmoid``, ``tanh``, ``linear``, ``relu``, ``elu``,
+    ``softmax`` or its name)."""
+    if unknown:
+        name = next(iter(unknown))
+        hint = _HINTS.get(name)
+        raise TypeError(f"fully_connected() got an unexpected keyword argument {name!r}"
+                        + (f": {hint}" if hint else ""))
+    if activation_fn is _MISSING:
+        raise TypeError("activation_fn: missing; call fully_connected(out_dim, activation_fn), "
+                        "e.g. fully_connected(32, scratchnet.sigmoid)")
     out_dim = check_int("out_dim", out_dim, 1)
     return LayerSpec(out_dim, activation(activation_fn))
 
