@@ -123,8 +123,66 @@ def failing_scenario(rank: int, world: int, *, after: int, how: str) -> dict:
     return {}
 
 
+def minibatch_scenario(rank: int, world: int, *, n: int, batch_size: int, schedule,
+                       shuffle: bool = False, seed: int = 0) -> dict:
+    """Data-parallel mini-batches: this rank's contiguous shard, its own
+    batches; every step all-reduces.  Ranks other than 0 start from other
+    weights on purpose (rank 0's are broadcast)."""
+    x, y = regression_data(n, seed=1)
+    rows = sn.distributed.shard(n)
+    net = article_net("cpu", seed=0 if rank == 0 else 1 + rank)
+    costs = sn.train(net, x[rows], y[rows], sn.quadratic_cost, schedule, batch_size=batch_size,
+                     shuffle=shuffle, seed=seed, distributed=True)
+    return {"params": flat_params(net), "costs": np.array(costs), "rows": np.array(
+        [rows.start, rows.stop])}
+
+
+def disagree_scenario(rank: int, world: int) -> dict:
+    """Ranks that disagree, each case refused on every rank with ValueError
+    before anything changes: the same parameter count in other widths
+    (4-100-2-1 and 4-32-16-1 both have 705), other activations, and calls
+    whose plans differ (eta, epochs; batch size for train)."""
+    x, y = regression_data(20)
+    rows = sn.distributed.shard(20)
+    messages, unchanged = [], True
+
+    def attempt(net, call):
+        nonlocal unchanged
+        before = flat_params(net)
+        try:
+            call()
+            messages.append("no error")
+        except ValueError as exc:
+            messages.append(f"ValueError: {exc}")
+        unchanged = unchanged and np.array_equal(before, flat_params(net))
+
+    widths = (32, 16) if rank == 0 else (100, 2)
+    other = sn.inference_network(4, [sn.fully_connected(widths[0], sn.sigmoid),
+                                     sn.fully_connected(widths[1], sn.tanh),
+                                     sn.fully_connected(1, sn.linear)], seed=0)
+    attempt(other, lambda: sn.distributed_training_network(other, x[rows]))
+    acts = article_net("cpu", seed=0)
+    if rank == 1:
+        acts = sn.inference_network(4, [sn.fully_connected(32, sn.relu),
+                                        sn.fully_connected(16, sn.tanh),
+                                        sn.fully_connected(1, sn.linear)], seed=0)
+    attempt(acts, lambda: sn.distributed_training_network(acts, x[rows]))
+    net = article_net("cpu", seed=0)
+    train = sn.distributed_training_network(net, x[rows])
+    eta = 0.1 if rank == 0 else 0.2
+    attempt(net, lambda: sn.sgd(train, y[rows], sn.quadratic_cost, 5, eta))
+    epochs = 5 if rank == 0 else 6
+    attempt(net, lambda: sn.sgd(train, y[rows], sn.quadratic_cost, epochs, 0.1))
+    batch = 4 if rank == 0 else 5
+    attempt(net, lambda: sn.train(net, x[rows], y[rows], sn.quadratic_cost, 2, 0.1,
+                                  batch_size=batch, distributed=True))
+    unchanged = unchanged and train.epoch == 0
+    return {"messages": np.array(messages), "unchanged": unchanged}
+
+
 SCENARIOS = {"train": train_scenario, "mismatch": mismatch_scenario,
-             "failing": failing_scenario}
+             "failing": failing_scenario, "minibatch": minibatch_scenario,
+             "disagree": disagree_scenario}
 
 
 def run(rank: int, world: int, port: int, out_dir: str, timeout: float, jobs) -> None:

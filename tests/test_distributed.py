@@ -157,6 +157,76 @@ def test_three_ranks_monitor_on_rank_0_only_and_host_staging(tmp_path):
     np.testing.assert_allclose(results[0][0]["monitored"], monitored, rtol=RTOL)
 
 
+def minibatch_oracle(n, world, batch_size, schedule):
+    """One process, the data-parallel step's promise: step k trains on the
+    ranks' k-th batches concatenated (rank r's contiguous shard, batches in
+    order, the short one last; a rank out of batches adds none), one
+    full-batch sgd step each, the optimizer state shared by all steps.
+    Returns (params, one epoch cost per schedule entry)."""
+    x, y = regression_data(n, seed=1)
+    shards = [sn.distributed.shard(n, rank=r, world_size=world) for r in range(world)]
+    per_rank = [[range(s.start + k, min(s.start + k + batch_size, s.stop))
+                 for k in range(0, s.stop - s.start, batch_size)] for s in shards]
+    steps = max(len(b) for b in per_rank)
+    batches = [np.concatenate([list(b[k]) for b in per_rank if k < len(b)])
+               for k in range(steps)]
+    net = article_net("cpu", seed=0)
+    trains = [sn.training_network(net, x[idx]) for idx in batches]
+    for t in trains[1:]:
+        t.state = trains[0].state
+    costs = []
+    for epochs, hyper in schedule:
+        for _ in range(epochs):
+            total = 0.0
+            for t, idx in zip(trains, batches):
+                total += sn.sgd(t, y[idx], sn.quadratic_cost, 1, hyper, guard=False) * len(idx)
+            cost = total / n
+        costs.append(cost)
+    return dist_worker.flat_params(net), np.array(costs)
+
+
+@pytest.mark.parametrize("world, n, batch_size", [(2, 23, 5), (2, 21, 5), (3, 23, 5)],
+                         ids=["short-last-batches", "rank-out-of-batches", "three-ranks"])
+def test_data_parallel_minibatches_equal_one_process(tmp_path, world, n, batch_size):
+    """train(..., distributed=True): every step sums the ranks' gradients
+    of their k-th batches and updates with the summed batch size, so the
+    ranks end where one process ends training on those batches
+    concatenated.  Uneven shards (12 + 11), a short last batch on each rank
+    (2 and 1 samples), a rank whose shard runs out a step before the other
+    (11 + 10 in batches of 5: the second rank adds nothing to the third
+    step), three ranks; plain SGD with decay, then momentum (one velocity
+    across the steps)."""
+    schedule = [(3, (0.05, 0.1)), (3, (0.05, 0.0, 0.5))]
+    results = spawn(tmp_path, world, [("minibatch", {"n": n, "batch_size": batch_size,
+                                                     "schedule": schedule})])
+    _assert_all_ran(results, world)
+    params, costs = minibatch_oracle(n, world, batch_size, schedule)
+    trained = [results[r][0] for r in range(world)]
+    for t in trained:
+        np.testing.assert_allclose(t["params"], params, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(t["costs"], costs, rtol=RTOL)
+        np.testing.assert_array_equal(t["params"], trained[0]["params"])
+    start = dist_worker.flat_params(article_net("cpu", seed=0))
+    assert np.max(np.abs(params - start)) > 100 * ATOL
+
+
+def test_ranks_that_disagree_all_refuse_before_any_update(tmp_path):
+    """Same parameter count in other widths, other activations, another
+    eta, other epochs, another batch size: every rank raises ValueError,
+    nothing changes on any rank."""
+    results = spawn(tmp_path, 2, [("disagree", {})])
+    _assert_all_ran(results, 2)
+    for r in range(2):
+        widths, acts, eta, epochs, batch = results[r][0]["messages"]
+        assert widths.startswith("ValueError: net: every rank needs the same network"), widths
+        assert acts.startswith("ValueError: net: every rank needs the same network"), acts
+        assert "rank(s) [1] differ" in widths
+        for plan in (eta, epochs):
+            assert plan.startswith("ValueError: sgd: every rank must make the same call"), plan
+        assert batch.startswith("ValueError: train: every rank must make the same call"), batch
+        assert bool(results[r][0]["unchanged"])
+
+
 def test_two_ranks_on_every_other_device(tmp_path, device):
     """The same 2-rank training on each non-CPU backend (CUDA tensors through
     gloo, OpenCL through host copies), against one process on the CPU:
