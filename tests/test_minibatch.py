@@ -127,11 +127,18 @@ def test_monitors_see_the_per_epoch_costs(device):
 
 
 def test_every_device_agrees_with_the_cpu(device):
+    """Every other backend against the CPU one (the oracle, so the CPU
+    itself is skipped): 20 epochs of 5 Adam steps, float32 rounding (the
+    largest difference measured on PoCL was 1.6e-5 of a cost)."""
+    if device == "cpu":
+        pytest.skip("the CPU backend is the oracle")
     x, y = regression_data(70)
     cpu, dev = article_net("cpu", seed=2), article_net(device, seed=2)
-    c_cpu = sn.train(cpu, x, y, sn.quadratic_cost, 3, sn.Adam(0.01), batch_size=16, seed=0)
-    c_dev = sn.train(dev, x, y, sn.quadratic_cost, 3, sn.Adam(0.01), batch_size=16, seed=0)
-    assert c_dev == pytest.approx(c_cpu, rel=1e-4)
+    c_cpu = sn.train(cpu, x, y, sn.quadratic_cost, [(1, sn.Adam(0.01))] * 20, batch_size=16,
+                     seed=0)
+    c_dev = sn.train(dev, x, y, sn.quadratic_cost, [(1, sn.Adam(0.01))] * 20, batch_size=16,
+                     seed=0)
+    np.testing.assert_allclose(c_dev, c_cpu, rtol=1e-4)
     np.testing.assert_allclose(sn.to_numpy(dev.params), sn.to_numpy(cpu.params), rtol=1e-4,
                                atol=1e-5)
 

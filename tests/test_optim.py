@@ -18,7 +18,7 @@ from helpers import (
 
 import scratchnet as sn
 
-STEPS = 5
+STEPS = 100   # long enough for a wrong step to show; short of chaos at these η
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,8 +66,8 @@ def adam_formula(eta, lam, beta1, beta2, eps):
 
 
 CASES = [
-    ("momentum", lambda: sn.SGD(0.3, 0.9, 0.7), momentum_formula(0.3, 0.9, 0.7, False)),
-    ("momentum tuple", lambda: (0.3, 0.9, 0.7), momentum_formula(0.3, 0.9, 0.7, False)),
+    ("momentum", lambda: sn.SGD(0.05, 0.9, 0.7), momentum_formula(0.05, 0.9, 0.7, False)),
+    ("momentum tuple", lambda: (0.05, 0.9, 0.7), momentum_formula(0.05, 0.9, 0.7, False)),
     ("nesterov", lambda: sn.SGD(0.1, 2.0, 0.8, nesterov=True),
      momentum_formula(0.1, 2.0, 0.8, True)),
     ("adam", lambda: sn.Adam(0.01, 3.0, 0.8, 0.99, 1e-6), adam_formula(0.01, 3.0, 0.8, 0.99, 1e-6)),
@@ -77,7 +77,7 @@ CASES = [
 
 @pytest.mark.parametrize("name,make,formula", CASES, ids=[c[0] for c in CASES])
 def test_optimizer_matches_its_formula(device, name, make, formula):
-    """Five steps in float64 against the formula written out by hand; as a
+    """STEPS steps in float64 against the formula written out by hand; as a
     schedule of one-epoch entries (the state survives between entries) and
     as one call."""
     x, y = regression_data(64, seed=1, dtype=np.float64)
@@ -114,9 +114,9 @@ def torch_replay(net, x, y, make_optimizers, steps=STEPS):
 
 TORCH_CASES = [
     # (id, ours, torch optimizers for (weights, biases))
-    ("sgd momentum", lambda: sn.SGD(0.3, 0.0, 0.9),
+    ("sgd momentum", lambda: sn.SGD(0.03, 0.0, 0.9),
      lambda ws, bs: [torch.optim.SGD([{"params": ws, "momentum": 0.9},
-                                      {"params": bs, "momentum": 0.0}], lr=0.3)]),
+                                      {"params": bs, "momentum": 0.0}], lr=0.03)]),
     ("sgd nesterov", lambda: sn.SGD(0.1, 0.0, 0.6, nesterov=True),
      lambda ws, bs: [torch.optim.SGD([{"params": ws, "momentum": 0.6, "nesterov": True},
                                       {"params": bs, "momentum": 0.0}], lr=0.1)]),
