@@ -125,9 +125,9 @@ def test_series_part12_printed_costs(device):
                                        3.046310691223221e-4], rtol=2e-5)
     last = sn.sgd(train, y, sn.quadratic_cost, 2000, 0.05)
     # At 6e-12, |a − y| = 3.6e-6 is 60 float32 ulps of 0.5: the float32 cost
-    # moves in steps of ~3% and can stall for a hundred epochs (we get
+    # moves in steps of ~3% and stalls for tens of epochs (we get
     # 6.39e-12, a float32 numpy replay 6.5e-12).  7% admits that rounding;
-    # a call 100 epochs off (4.1e-12) or the standard bias sign (1.8e-13)
+    # a call 200 epochs off (4.1e-12) or the standard bias sign (1.8e-13)
     # fails it.
     assert last == pytest.approx(6.079136854164445e-12, rel=0.07)
 
