@@ -162,3 +162,21 @@ def test_closed_networks_refuse_work(device):
         assert net.trainings == 0
     with pytest.raises(ValueError, match="closed"):
         net(x)
+
+
+def test_networks_that_cannot_fit_are_refused_before_allocating(device):
+    """A layer of 10^10 neurons, or a training batch of 10^10 samples, is
+    refused with a ValueError naming the argument, the size asked for and
+    the memory it would take, before anything is allocated or scanned
+    (the samples below are a zero-stride view: 160 GB that do not exist)."""
+    with pytest.raises(ValueError, match=r"layers: a 4-10000000000-1 network's parameters "
+                                         r"needs 60,000,000,001 numbers, .* GiB of .* memory"):
+        sn.inference_network(4, [sn.fully_connected(10**10, sn.tanh),
+                                 sn.fully_connected(1, sn.linear)], device=device)
+    net = article_net(device)
+    before = snapshot(net)
+    huge = np.broadcast_to(np.zeros(4, np.float32), (10**10, 4))
+    with pytest.raises(ValueError, match=r"x: training on 10,000,000,000 samples needs .* GiB"):
+        sn.training_network(net, huge)
+    assert_unchanged(net, before)
+    assert net.trainings == 0

@@ -127,6 +127,11 @@ class Backend(abc.ABC):
     def transpose(self, array: Any) -> Any:
         """A new contiguous array holding ``array``ᵀ (2-D)."""
 
+    def available_memory(self) -> int | None:
+        """Bytes the device can still allocate now, or None when unknown:
+        networks refuse, before allocating, what would not fit."""
+        return None
+
     def release(self, array: Any) -> None:  # noqa: B027 - optional hook
         """Free ``array`` now (no-op where the runtime frees on last use)."""
 

@@ -8,6 +8,7 @@ serves every torch device: nothing below assumes the CPU.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,22 @@ import torch
 from .base import Backend
 
 _aten = torch.ops.aten
+
+
+def _host_available() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else the free physical pages;
+    None where neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class TorchBackend(Backend):
@@ -107,6 +124,14 @@ class TorchBackend(Backend):
         if isinstance(data, np.ndarray):
             data = torch.from_numpy(data)
         dst.copy_(data.t())
+
+    def available_memory(self):
+        if self.torch_device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.torch_device)
+            return int(free)
+        if self.torch_device.type == "cpu":
+            return _host_available()
+        return None   # meta: nothing is allocated
 
     def transpose(self, array):
         return array.t().contiguous()

@@ -21,6 +21,37 @@ from .layers import FullyConnected, FullyConnectedTraining, LayerSpec
 CONVENTIONS = {"standard": 1.0, "series": -1.0}
 
 
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1024
+    return ""  # pragma: no cover - the loop returns
+
+
+def check_fits(backend, name: str, what: str, elements: int) -> None:
+    """Refuse, before allocating, ``elements`` numbers the device cannot
+    hold: a ``ValueError`` naming argument ``name``, the size asked for and
+    the memory it would take (torch's allocator would fail halfway, with a
+    message about neither)."""
+    need = elements * torch.empty((), dtype=backend.dtype).element_size()
+    free = backend.available_memory()
+    if free is not None and need > free:
+        raise ValueError(f"{name}: {what} needs {elements:,} numbers, {_size(need)} of "
+                         f"{backend.device} memory in {backend.dtype}; {_size(free)} is "
+                         f"available")
+
+
+def check_training_fits(net, n: int) -> None:
+    """Refuse a training network for ``n`` samples that the device cannot
+    hold: x, y, z and a of every layer (a linear layer's a is its z), the
+    softmax work vector, and the gradient buffer."""
+    per_sample = net.in_dim + net.out_dim + sum(
+        layer.out_dim * (1 if layer.activation.name == "linear" else 2)
+        + (1 if layer.activation.columnwise else 0) for layer in net.layers)
+    check_fits(net.backend, "x", f"training on {n:,} samples", per_sample * n + net.n_params + 1)
+
+
 class _Closable:
     """``close()`` once, context-manager support, and a clear error on use
     after close."""
@@ -58,12 +89,15 @@ class Network(_Closable):
     """
 
     def __init__(self, backend, in_dim: int, specs: list[LayerSpec], convention: str):
+        dims = [in_dim] + [s.out_dim for s in specs]
+        n_weights = sum(o * i for i, o in zip(dims, dims[1:]))
+        check_fits(backend, "layers", f"a {'-'.join(map(str, dims))} network's parameters",
+                   n_weights + sum(dims[1:]))
         self.backend = backend
         self.in_dim = in_dim
         self.convention = convention
         self.bias_sign = CONVENTIONS[convention]
-        dims = [in_dim] + [s.out_dim for s in specs]
-        self.n_weights = sum(o * i for i, o in zip(dims, dims[1:]))
+        self.n_weights = n_weights
         self.n_params = self.n_weights + sum(dims[1:])
         self.params = backend.zeros((self.n_params,))
         self.layers = []
@@ -162,6 +196,7 @@ class TrainingNetwork(_Closable):
 
     def __init__(self, net: Network, x):
         be = net.backend
+        check_training_fits(net, int(x.shape[0]))
         self.net = net
         self.backend = be
         self.x = check.to_columns(x, be)   # (in, n): samples are columns inside
@@ -302,5 +337,7 @@ def training_network(net: Network, x) -> TrainingNetwork:
         raise TypeError(f"net: expected a scratchnet Network (inference_network(...)), "
                         f"got {type(net).__name__}")
     net._check_open()
+    x = check.matrix("x", x, net.backend, cols=net.in_dim, check_values=False)
+    check_training_fits(net, int(x.shape[0]))   # before scanning what cannot fit
     x = check.matrix("x", x, net.backend, cols=net.in_dim)
     return TrainingNetwork(net, x)
