@@ -501,6 +501,10 @@ class OpenCLBackend(Backend):
                         rows, cols, *_ref(array), *_ref(out))
         return out
 
+    def available_memory(self):
+        # the device's global memory, which all of a network's buffers share
+        return int(self._live_state().device.global_mem_size)
+
     def release(self, array):
         alloc = getattr(array, "_sn_alloc", None)
         if alloc is not None:

@@ -9,8 +9,8 @@ matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
     net = sn.inference_network(4, [sn.fully_connected(32, sn.sigmoid),
                                    sn.fully_connected(16, sn.tanh),
                                    sn.fully_connected(1, sn.linear)], seed=0)
-    train = sn.training_network(net, x)            # rows of x are samples
-    sn.sgd(train, y, sn.quadratic_cost, 1000, (0.3, 0.9))
+    training = sn.training_network(net, x)         # rows of x are samples
+    sn.sgd(training, y, sn.quadratic_cost, 1000, (0.1, 0.01))
 """
 
 from .arrays import amax, to_numpy

@@ -25,19 +25,20 @@ from .driver import Driver
 
 
 @torch.no_grad()
-def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log_dir=None,
+def sgd(training: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log_dir=None,
         test=None, log_every=1, hist_every=None, guard=True, guard_factor=1e3,
         guard_every=16, on_divergence="raise", max_backoffs=5, checkpoint=None,
         checkpoint_every=None, progress=False, **unknown):
-    """Train ``train`` towards targets ``y`` (n, out_dim) on ``cost``.
+    """Train ``training`` (a :func:`~scratchnet.training_network`) towards
+    targets ``y`` (n, out_dim) on ``cost``.
 
-    ``sgd(train, y, cost, epochs, hyper)``: ``epochs`` steps with ``hyper``
+    ``sgd(training, y, cost, epochs, hyper)``: ``epochs`` steps with ``hyper``
     (``eta``, ``(eta, lam)``, ``(eta, lam, mu)`` or an optimizer such as
     :class:`~scratchnet.SGD` or :class:`~scratchnet.Adam`); returns the cost
     of the last epoch (a float): the cost of its forward pass, before its
     update, as in the series.
 
-    ``sgd(train, y, cost, schedule)``: ``schedule`` is an iterable of
+    ``sgd(training, y, cost, schedule)``: ``schedule`` is an iterable of
     ``(epochs, hyper)`` pairs run in order; returns a list with one cost per
     pair (eager, unlike the series' lazy ``map``).  An entry of 0 epochs
     returns the cost of the current parameters and changes nothing.
@@ -59,22 +60,23 @@ def sgd(train: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log
     between the guard's reads and snapshots.  ``guard=False`` lets a run
     explode.
 
-    ``checkpoint``: a path; the training network is saved there (atomically,
+    ``checkpoint``: a path; ``training`` is saved there (atomically,
     :func:`~scratchnet.save`) every ``checkpoint_every`` epochs (a state the
     guard has verified, when it is on) and after the last epoch.
 
     ``progress``: show a progress bar on stderr.
 
     Every argument is checked before any epoch runs; a rejected call changes
-    nothing.  On an exception (Ctrl-C included) ``train.epoch`` equals the
+    nothing.  On an exception (Ctrl-C included) ``training.epoch`` equals the
     updates the weights have had.
     """
-    refuse_unknown("sgd(train, y, cost", unknown)
+    refuse_unknown("sgd(training, y, cost", unknown)
+    train = training
     if not isinstance(train, TrainingNetwork):
-        raise TypeError(f"train: expected a TrainingNetwork (training_network(net, x)), "
+        raise TypeError(f"training: expected a TrainingNetwork (training_network(net, x)), "
                         f"got {type(train).__name__}")
     train._check_open()
-    schedule, single = parse_plan(cost, epochs, hyper, "sgd(train, y, cost")
+    schedule, single = parse_plan(cost, epochs, hyper, "sgd(training, y, cost")
     y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n)
     cost.check(train.net, y)
     found = build_monitors(

@@ -2,20 +2,20 @@
 watch (and may stop, or rewind) a training call.
 
 Every hook is a method of :class:`Monitor`, a no-op by default, and the
-driver (``scratchnet/fit/driver.py``) calls each one directly.  ``train``
-is the training network being trained (for mini-batch training, the one of
-batch size B); its ``epoch`` counts the updates the parameters have had.
+driver (``scratchnet/fit/driver.py``) calls each one directly.  Each hook
+gets the training network being trained (for mini-batch training, the one
+of batch size B); its ``epoch`` counts the updates the parameters have had.
 
 Order of calls in one ``sgd``/``train`` call::
 
-    start(train, cost, optimizer)                    once, before any epoch
+    start(training, cost, optimizer)                 once, before any epoch
     for each schedule entry:
-        begin(train, optimizer, epochs) -> optimizer | None
-        after_chunk(train, first_epoch, costs) -> None | optimizer | Rewind
+        begin(training, optimizer, epochs) -> optimizer | None
+        after_chunk(training, first_epoch, costs) -> None | optimizer | Rewind
                                                      after every chunk
-        eta_changed(train, epoch, eta)               after a rewind with backoff
-    complete(train)                                  after the last epoch, no error
-    finish(train)                                    always, also after an error
+        eta_changed(training, epoch, eta)            after a rewind
+    complete(training)                               after the last epoch, no error
+    finish(training)                                 always, also after an error
 
 ``chunk`` is the number of epochs between ``after_chunk`` calls; the driver
 runs chunks of the smallest ``chunk`` of its monitors and reads each

@@ -1,6 +1,6 @@
 """TensorBoard logging: watch the series' cost and max |w| while training runs.
 
-    sgd(train, y, quadratic_cost, 1000, (0.3, 0.9), log_dir="runs/weight_decay/l2",
+    sgd(training, y, quadratic_cost, 1000, (0.1, 0.01), log_dir="runs/article",
         test=(x_test, y_test), log_every=1, hist_every=None)
 
 is ``sgd`` with a :class:`TensorBoardLogger` monitor (``monitors/base.py``
