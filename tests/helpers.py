@@ -123,3 +123,26 @@ def read_events(log_dir):
     scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
     hists = {t: acc.Histograms(t) for t in acc.Tags()["histograms"]}
     return scalars, hists, acc
+
+
+def momentum_formula(eta, lam, mu, nesterov):
+    def update(s, w, gw, b, gb, n, t):
+        # part 16: v ← μv − (η/n) δaᵀ with δaᵀ = n·gw; W ← (1 − ηλ/n) W + v
+        v = s.setdefault("v", torch.zeros_like(w))
+        v.mul_(mu).sub_(eta * gw)
+        step = mu * v - eta * gw if nesterov else v
+        w.copy_((1 - eta * lam / n) * w + step)
+        b.sub_(eta * gb)                     # biases: plain SGD
+    return update
+
+
+def adam_formula(eta, lam, beta1, beta2, eps):
+    def update(s, w, gw, b, gb, n, t):
+        m = s.setdefault("m", torch.zeros_like(w))
+        v = s.setdefault("v", torch.zeros_like(w))
+        m.copy_(beta1 * m + (1 - beta1) * gw)
+        v.copy_(beta2 * v + (1 - beta2) * gw ** 2)
+        m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+        w.copy_((1 - eta * lam / n) * w - eta * m_hat / (v_hat.sqrt() + eps))
+        b.sub_(eta * gb)                     # biases: plain SGD (Deep Diamond)
+    return update

@@ -16,8 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import article_net, regression_data
-from test_guard import Saboteur
+from helpers import Saboteur, article_net, regression_data
 
 import scratchnet as sn
 from scratchnet.nn import checkpoint

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
+    adam_formula,
     article_net,
     assert_unchanged,
     forward64,
+    momentum_formula,
     one_thread,  # noqa: F401 - fixture
     params64,
     quadratic64,
     regression_data,
     snapshot,
 )
-from test_optim import adam_formula, momentum_formula
 
 import scratchnet as sn
 from scratchnet.engine.reference import MiniBatch
