@@ -179,13 +179,15 @@ class TrainingNetwork(_Closable):
     ``x`` (see :func:`training_network`).
 
     Attributes: ``net`` (the inference network it trains), ``n`` (batch
-    size), ``epoch`` (epochs trained so far, across :func:`~scratchnet.sgd`
-    calls), ``layers`` (the training layers), ``grads`` (flat gradient array
-    in the layout of ``net.params``), ``output`` (the last layer's a),
-    ``state`` (optimizer state by name: device arrays, e.g. the momentum
-    velocity, Adam's moments and its step count).
+    size), ``epoch`` (the updates its parameters have had, across calls),
+    ``layers`` (the training layers), ``grads`` (flat gradient array in the
+    layout of ``net.params``), ``output`` (the last layer's a), ``state``
+    (optimizer state by name: device arrays, e.g. the momentum velocity,
+    Adam's moments and its step count), ``runner`` (the epoch runner the
+    engine picked for it, kept across calls) and ``lock`` (the network's,
+    held while epochs run).
 
-    Data parallelism (``scratchnet/distributed.py``) needs two more:
+    Data parallelism (``scratchnet/nn/distributed.py``) needs two more:
     ``n_global``, the n of the update and of the reported cost (the sum of
     every rank's ``n``; equal to ``n`` in one process), and ``all_reduce``,
     ``None`` in one process, else a callable that sums a device array over
