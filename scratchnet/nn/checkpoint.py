@@ -263,7 +263,7 @@ def _unique_keys(pairs: list) -> dict:
     out = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused(f"the key {_short(key)} appears twice")
+            raise _Refused(f"the key {_short(key)} twice")
         out[key] = value
     return out
 
@@ -278,17 +278,19 @@ def _json_depth(raw: bytes) -> int | None:
     c = np.frombuffer(raw, dtype=np.uint8)
     if not c.size:
         return 0
-    at = np.arange(c.size, dtype=np.int64)
-    backslash = c == 0x5C
-    run = at - np.maximum.accumulate(np.where(backslash, -1, at))  # backslashes ending at i
+    # int32 throughout: a header is at most MAX_HEADER_BYTES, and a few
+    # int32 arrays of its length are the whole cost of this check.
+    at = np.arange(c.size, dtype=np.int32)
+    run = at - np.maximum.accumulate(np.where(c == 0x5C, -1, at))   # backslashes ending at i
     quote = c == 0x22
     quote[1:] &= run[:-1] % 2 == 0
-    opened = np.cumsum(quote)
+    del at, run
+    opened = np.cumsum(quote, dtype=np.int32)
     if opened[-1] % 2:
         return None
-    outside = opened % 2 == 0
     step = ((c == 0x5B) | (c == 0x7B)).astype(np.int32) - ((c == 0x5D) | (c == 0x7D))
-    return int(np.cumsum(step * outside).max(initial=0))
+    step[opened % 2 == 1] = 0   # inside a string
+    return int(np.cumsum(step, dtype=np.int32).max(initial=0))
 
 
 def _parse_json(path: str, text: str, what: str):
@@ -517,7 +519,8 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         available = size - 8 - n
         if n_params * itemsize > available:
             arch = "-".join(str(d) for d in [meta["in_dim"]] + [la[0] for la in meta["layers"]])
-            _fail(path, f"the architecture {_short(arch)} needs {n_params * itemsize} bytes "
+            arch = arch if len(arch) <= 80 else f"{arch[:80]}..."
+            _fail(path, f"the architecture {arch} needs {n_params * itemsize} bytes "
                         f"of parameters but the file holds {available} after the header "
                         f"(truncated or corrupt)")
         entries = _check_entries(path, header, meta, n_weights, n_params)
