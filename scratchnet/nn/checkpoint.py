@@ -47,6 +47,7 @@ import json
 import math
 import os
 import re
+import reprlib
 import stat
 import tempfile
 
@@ -71,11 +72,14 @@ class CheckpointError(ValueError):
     truncated, foreign, or written by a newer format version)."""
 
 
-def _short(value, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters: a hostile header can
-    hold a megabyte where a name belongs."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
+def _short(value) -> str:
+    """A short repr of ``value`` for messages, computed without walking all
+    of it: a hostile header can hold a megabyte where a name belongs."""
+    return _REPR.repr(value)
 
 
 #: Optimizer state of the built-in optimizers (``scratchnet/nn/optim.py``):
@@ -218,6 +222,10 @@ MAX_HEADER_BYTES = 1 << 20
 #: (``{"layers": [[32, "tanh"]]}``); the check runs before ``json.loads``,
 #: whose recursion a deeply nested header would otherwise exhaust.
 MAX_JSON_DEPTH = 8
+#: The most items (commas and opened ``[``/``{`` outside strings) a JSON
+#: text may hold: what bounds the time and memory ``json.loads`` spends on
+#: one.  Version 1 writes about 7 per array and 3 per layer.
+MAX_JSON_ITEMS = 1 << 16
 #: The most digits an integer in a header may have: 2**64 has 20.  Python
 #: refuses to convert 4,300 digits and spends quadratic time below that.
 MAX_INT_DIGITS = 20
@@ -231,6 +239,7 @@ _SAFETENSORS = {"float32": "F32", "float64": "F64"}
 _KEYS = ("format", "version", "in_dim", "layers", "convention", "dtype", "epoch", "state",
          "sha256")
 _ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
+_CHUNK = 1 << 15   # bytes of JSON text _json_shape looks at in one go
 
 
 def _fail(path: str, what: str):
@@ -268,39 +277,54 @@ def _unique_keys(pairs: list) -> dict:
     return out
 
 
-def _json_depth(raw: bytes) -> int | None:
-    """The deepest nesting of ``[``/``{`` outside strings in the JSON text
-    ``raw``, or None if a string is not closed.  Linear and without
-    recursion (numpy over the bytes): a quote is a string delimiter unless an
-    odd run of backslashes precedes it, and brackets between an opening and
-    a closing quote do not count.  (On invalid JSON the figure may be off;
-    ``json.loads`` then refuses the text anyway.)"""
-    c = np.frombuffer(raw, dtype=np.uint8)
-    if not c.size:
-        return 0
-    # int32 throughout: a header is at most MAX_HEADER_BYTES, and a few
-    # int32 arrays of its length are the whole cost of this check.
-    at = np.arange(c.size, dtype=np.int32)
-    run = at - np.maximum.accumulate(np.where(c == 0x5C, -1, at))   # backslashes ending at i
-    quote = c == 0x22
-    quote[1:] &= run[:-1] % 2 == 0
-    del at, run
-    opened = np.cumsum(quote, dtype=np.int32)
-    if opened[-1] % 2:
-        return None
-    step = ((c == 0x5B) | (c == 0x7B)).astype(np.int32) - ((c == 0x5D) | (c == 0x7D))
-    step[opened % 2 == 1] = 0   # inside a string
-    return int(np.cumsum(step, dtype=np.int32).max(initial=0))
+def _json_shape(raw: bytes) -> tuple[int, int] | None:
+    """(deepest nesting of ``[``/``{``, number of items) of the JSON text
+    ``raw``, counting only what is outside strings, or None if a string is
+    not closed.  Items are commas plus opened containers: each bounds a
+    value ``json.loads`` would make.  Linear, without recursion, in chunks
+    of ``_CHUNK`` bytes so it needs a fixed ~1 MiB whatever the text: a byte
+    after an odd run of backslashes is escaped, an unescaped quote opens or
+    closes a string, and the depth is the running sum of the brackets
+    outside strings.  (On invalid JSON the figures may be off; ``json.loads``
+    then refuses the text anyway.)"""
+    depth = deepest = items = 0
+    inside = 0        # 1: the chunk starts inside a string
+    escaped = False   # the chunk's first byte is escaped by the chunk before
+    for start in range(0, len(raw), _CHUNK):
+        c = np.frombuffer(raw, dtype=np.uint8, offset=start,
+                          count=min(_CHUNK, len(raw) - start))
+        slash = c == 0x5C
+        slash[0] &= not escaped          # an escaped backslash escapes nothing
+        edges = np.flatnonzero(np.diff(slash.view(np.int8), prepend=np.int8(0),
+                                       append=np.int8(0)))
+        ends = edges[1::2][(edges[1::2] - edges[0::2]) % 2 == 1]   # after odd runs
+        after = np.zeros(c.size + 1, dtype=bool)
+        after[0], after[ends] = escaped, True
+        escaped = bool(after[-1])
+        quote = (c == 0x22) & ~after[:-1]
+        outside = (np.cumsum(quote, dtype=np.int32) + inside) % 2 == 0
+        inside = (inside + int(np.count_nonzero(quote))) % 2
+        opens = ((c == 0x5B) | (c == 0x7B)) & outside
+        closes = ((c == 0x5D) | (c == 0x7D)) & outside
+        running = np.cumsum(opens.astype(np.int32) - closes, dtype=np.int32) + depth
+        deepest = max(deepest, int(running.max()))
+        depth = int(running[-1])
+        items += int(np.count_nonzero(opens)) + int(np.count_nonzero((c == 0x2C) & outside))
+    return None if inside else (deepest, items)
 
 
 def _parse_json(path: str, text: str, what: str):
     """``json.loads`` with the nesting depth checked first and every number,
     constant and key bounded: any failure is a CheckpointError."""
-    depth = _json_depth(text.encode("utf-8", "surrogatepass"))
-    if depth is None:
+    shape = _json_shape(text.encode("utf-8", "surrogatepass"))
+    if shape is None:
         _fail(path, f"{what} is not valid JSON (a string is not closed): corrupt")
+    depth, items = shape
     if depth > MAX_JSON_DEPTH:
         _fail(path, f"{what} nests {depth} levels deep (at most {MAX_JSON_DEPTH} are read): "
+                    f"corrupt or hostile")
+    if items > MAX_JSON_ITEMS:
+        _fail(path, f"{what} holds {items} items (at most {MAX_JSON_ITEMS} are read): "
                     f"corrupt or hostile")
     try:
         return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
@@ -421,8 +445,8 @@ def _check_entries(path: str, header: dict, meta: dict, n_weights: int,
     wanted = ["params"] + [f"state.{k}" for k in meta["state"]]
     present = sorted(k for k in header if k != "__metadata__")
     if present != sorted(wanted):
-        _fail(path, f"arrays {_short(present, 200)} do not match the state names "
-                    f"{_short(meta['state'], 200)}")
+        _fail(path, f"arrays {_short(present)} do not match the state names "
+                    f"{_short(meta['state'])}")
     entries = {}
     for name in wanted:
         entry = header[name]
