@@ -326,27 +326,22 @@ def test_wrong_types_in_every_field(device, bystander, saved, tmp_path):
     CheckpointError naming the field (never TypeError: unhashable, never
     KeyError)."""
     meta, arrays = saved
-    valid = {"epoch": [None, 0], "convention": [], "format": [], "version": []}
+    well_formed = {("epoch", None), ("epoch", 0), ("state", "[]"), ("layers", "[[1, 'tanh']]")}
     tried = 0
     for field in checkpoint._KEYS:
-        for value in WRONG:
-            if value in valid.get(field, []) or (field == "state" and value == []) or (
-                    field == "layers" and value == [[1, "tanh"]]):   # well-formed
+        for value in WRONG:   # (True and False must be refused as ints: True == 1)
+            key = value if value is None or type(value) is int else repr(value)
+            if (field, key) in well_formed:
                 continue
-            if field == "version" and value is True:
-                pass   # True == 1 in Python: must still be refused as not an int
-            changed = dict(meta, **{field: value})
-            word = "format" if field == "format" else field
-            if field == "sha256":
-                data = forge(changed, arrays, sign=False)
-            else:
-                data = forge(changed, arrays)
-            refuse(write(tmp_path, data), bystander, device, word)
+            data = forge(dict(meta, **{field: value}), arrays, sign=field != "sha256")
+            refuse(write(tmp_path, data), bystander, device, field)
             tried += 1
-    for field in checkpoint._KEYS:          # a field missing, or one too many
+    for field in checkpoint._KEYS:          # a field missing
         less = {k: v for k, v in meta.items() if k != field}
+        words = ["metadata format"] if field == "format" else ["format version None"] \
+            if field == "version" else [f"the metadata lacks ['{field}']"]
         refuse(write(tmp_path, forge(less, arrays, sign=field != "sha256")), bystander,
-               device)
+               device, *words)
     refuse(write(tmp_path, forge(dict(meta, extra=1), arrays)), bystander, device,
            "unknown fields ['extra']")
     for layer, words in [("tanh", ["layers[0] should be [out_dim, activation]"]),
@@ -840,3 +835,36 @@ def test_generated_files_load_equal_or_are_refused(mode, data, tmp_path_factory)
     same_as_saved(train, meta, arrays)
     net.close()
     train.close()
+
+
+def json_nesting(value, level: int = 0) -> tuple[int, int]:
+    """The reference: (how deep ``[``/``{`` nest, containers + commas) of a
+    parsed JSON value."""
+    if not isinstance(value, (list, dict)):
+        return level, 0
+    inner = [json_nesting(v, level + 1) for v in
+             (value if isinstance(value, list) else value.values())]
+    return (max([d for d, _ in inner] + [level + 1]),
+            1 + max(len(value) - 1, 0) + sum(n for _, n in inner))
+
+
+tricky_text = st.text(alphabet='ab\\"[]{},\u00e9', max_size=6)
+plain_json = st.recursive(st.none() | st.integers(-9, 9) | tricky_text,
+                          lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(tricky_text, inner, max_size=3), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=plain_json, ascii_only=st.booleans(), chunk=st.sampled_from([1, 2, 3, 5, 4096]))
+def test_the_json_scan_matches_the_parse(value, ascii_only, chunk):
+    """The scan that runs before ``json.loads``: on any JSON text (strings
+    full of quotes, backslashes and brackets), in chunks of any size, its
+    depth and item count are the parsed value's; an unclosed string is None."""
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    old = checkpoint._CHUNK
+    checkpoint._CHUNK = chunk
+    try:
+        assert checkpoint._json_shape(text) == json_nesting(value)
+        assert checkpoint._json_shape(text + b'"') is None
+    finally:
+        checkpoint._CHUNK = old

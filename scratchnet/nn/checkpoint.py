@@ -30,13 +30,39 @@ process killed at any moment leaves either the old checkpoint or the new one
 
 Loading
 -------
-``load`` reads and verifies the whole file on the host before it allocates
-anything on a device: a corrupt, truncated, foreign or newer-version file
-raises :class:`CheckpointError` (a ``ValueError``) saying what is wrong, and
-nothing is half-loaded.  ``load`` returns an inference :class:`Network`;
-``load_training`` returns a :class:`TrainingNetwork` for a batch ``x`` with
-the stored epoch count and optimizer state, whose ``close()`` also closes the
-network it loaded: resume with ``sgd(load_training(path, x), y, …)``.
+``load`` reads and verifies the file on the host before it allocates
+anything on a device: a corrupt, truncated, foreign, hostile or
+newer-version file raises :class:`CheckpointError` (a ``ValueError``) naming
+the file and what is wrong, and nothing is half-loaded.  ``read`` refuses
+cheaply first and never reads more than the header declares:
+
+1. ``os.stat``: a FIFO, device, socket or folder is refused without being
+   opened (a FIFO's open would block, /dev/zero never ends);
+2. the 8-byte header length, at most ``MAX_HEADER_BYTES`` and within the
+   file;
+3. exactly that many bytes of header;
+4. its JSON and the metadata's, scanned before ``json.loads`` for nesting
+   (``MAX_JSON_DEPTH``) and size (``MAX_JSON_ITEMS``), parsed with integers
+   of at most ``MAX_INT_DIGITS`` digits, no NaN/Infinity, no repeated key;
+5. the metadata, field by field, and the byte size its architecture needs;
+6. every array's declared dtype, shape and offsets against that
+   architecture, and the total against the file's real size;
+7. only then exactly the declared bytes, the sha256 digest, and the ranges
+   the optimizers rely on (Adam's step count a whole number >= 0, its second
+   moment >= 0).
+
+Optimizer state follows one rule, checked by ``save`` and by ``load``
+(:func:`state_problem`): ``velocity``, ``adam.m`` and ``adam.v`` have shape
+(n_weights,), ``adam.t`` (1,), and any other name (a custom optimizer's
+state) is a 1-D array of at most n_params values; all in the network's
+dtype.  ``save`` refuses state outside the rule rather than write a file
+``load`` would refuse.  A missing or unreadable file raises the usual
+``OSError`` (``FileNotFoundError``, ``PermissionError``).
+
+``load`` returns an inference :class:`Network`; ``load_training`` returns a
+:class:`TrainingNetwork` for a batch ``x`` with the stored epoch count and
+optimizer state, whose ``close()`` also closes the network it loaded: resume
+with ``sgd(load_training(path, x), y, …)``.
 """
 
 from __future__ import annotations
