@@ -421,6 +421,53 @@ def test_wrong_types_in_every_field(device, bystander, saved, tmp_path):
     assert tried >= 150
 
 
+def full_size_headers() -> dict[str, bytes]:
+    """Files whose header fills MAX_HEADER_BYTES with what costs a JSON
+    parser most: nesting, many small values, many keys, many escapes."""
+    room = checkpoint.MAX_HEADER_BYTES - 64
+
+    def file(header: str) -> bytes:
+        data = header.encode()
+        assert len(data) <= checkpoint.MAX_HEADER_BYTES
+        return struct.pack("<Q", len(data)) + data
+
+    def inside(meta_text: str) -> str:
+        return '{"__metadata__": {"scratchnet": ' + json.dumps(meta_text) + "}}"
+
+    return {
+        "header: [ nested 1 MiB deep": file("[" * room),
+        "header: 2^19 small ints": file("[" + "0," * (room // 2 - 1) + "0]"),
+        "header: 2^18 short strings": file("[" + '"a",' * (room // 4 - 1) + '"a"]'),
+        "header: depth-8 lists, repeated": file("[" + ",".join(
+            ["[[[[[[[1]]]]]]]"] * (room // 16)) + "]"),
+        "metadata: 2^16 - 1 keys (the item bound)": file(inside("{" + ",".join(
+            f'"{i:x}":0' for i in range(checkpoint.MAX_JSON_ITEMS - 1)) + "}")),
+        "metadata: 2^16 - 1 strings of 8 bytes": file(inside("[" + ",".join(
+            ['"abcdefgh"'] * (checkpoint.MAX_JSON_ITEMS - 2)) + "]")),
+        "metadata: 2^17 escaped quotes": file(inside('"' + '\\"' * (room // 8) + '"')),
+    }
+
+
+@pytest.mark.parametrize("kind", list(full_size_headers()))
+def test_a_full_size_hostile_header_costs_little(kind, tmp_path):
+    """The worst a header can do within MAX_HEADER_BYTES: refused, with a
+    traced memory peak under 24 MiB (the figures, with ``-s``, are quoted in
+    docs/reliability.md)."""
+    path = write(tmp_path, full_size_headers()[kind])
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with within(30), pytest.raises(sn.CheckpointError) as info:
+            sn.load(path)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"\n{kind}: {path.stat().st_size} bytes, refused in {seconds:.3f} s, traced peak "
+          f"{peak / MiB:.1f} MiB: {str(info.value).split(': ', 2)[2][:70]}")
+    assert peak < 24 * MiB
+
+
 # ------------------------------------------------------- optimizer state
 def test_optimizer_state_is_validated(device, bystander, saved, tmp_path):
     """Wrong shapes and dtypes, an Adam step count of −5, NaN or 2.5, a
@@ -796,6 +843,8 @@ def test_generated_files_load_equal_or_are_refused(mode, data, tmp_path_factory)
     equal to what it holds, or both raise CheckpointError; each case within
     TIME_BOUND_S and a traced-memory peak of 2 MiB + 32 x the file's size."""
     data, said, mode = data.draw(cases(mode))
+    if mode in ("flip", "length") and data == forge(*said):
+        mode += " (unchanged: a bit flipped twice, or the same length)"
     path = tmp_path_factory.mktemp("gen") / "case.ckpt"
     path.write_bytes(data)
     outcome = []
