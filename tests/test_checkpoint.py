@@ -122,7 +122,7 @@ def test_optimizer_state_round_trips(tmp_path):
     x, _ = regression_data(10)
     train = sn.training_network(article_net("cpu"), x)
     train.epoch = 17
-    train.state["velocity"] = torch.arange(train.net.n_params, dtype=torch.float32)
+    train.state["velocity"] = torch.arange(train.net.n_weights, dtype=torch.float32)
     sn.save(train, tmp_path / "s.ckpt")
     back = sn.load_training(tmp_path / "s.ckpt", x)
     assert back.epoch == 17 and set(back.state) == {"velocity"}
