@@ -277,7 +277,7 @@ def test_guard_backoff_logs_train_eta(tmp_path):
     """on_divergence="backoff" with logging on: each backoff writes
     train/eta at the restored epoch (the guard's eta_changed hook), and the
     cost keeps being logged after the rewind."""
-    from test_guard import Saboteur
+    from helpers import Saboteur
 
     x, y = regression_data(64)
     train = sn.training_network(article_net("cpu"), x)
