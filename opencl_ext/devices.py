@@ -117,13 +117,14 @@ def unavailable_reason() -> str | None:
     devices = listed()
     if not devices:
         return f"OpenCL platforms exist but none has a device; {INSTALL_HINT}"
-    broken = []
+    broken: dict[str, list[str]] = {}  # reason -> devices, so that each reason shows once
     for name, dev in devices.items():
         reason = probe(dev)
         if reason is None:
             return None
-        broken.append(f"{name} ({dev.name.strip()}): {reason}")
-    return "no OpenCL device can compile kernels: " + "; ".join(broken)
+        broken.setdefault(reason, []).append(f"{name} ({dev.name.strip()})")
+    return "no OpenCL device can compile kernels: " + "; ".join(
+        f"{', '.join(names)}: {reason}" for reason, names in broken.items())
 
 
 def resolve(spec: str) -> tuple[str, Any]:
