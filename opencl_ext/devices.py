@@ -194,6 +194,14 @@ class Limits:
         if "max_work_item_sizes" in overrides:
             overrides = {**overrides,
                          "max_work_item_sizes": tuple(overrides["max_work_item_sizes"])}
+        for key in ("max_work_group_size", "local_mem_size", "compute_units"):
+            value = overrides.get(key, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"limits: {key} must be a positive int, got {value!r}")
+        sizes = overrides.get("max_work_item_sizes", (1,))
+        if not sizes or not all(isinstance(v, int) and v >= 1 for v in sizes):
+            raise ValueError(f"limits: max_work_item_sizes must be positive ints, got "
+                             f"{overrides['max_work_item_sizes']!r}")
         return dataclasses.replace(limits, **overrides)
 
 

@@ -1,13 +1,13 @@
-"""Kernel sources, compile options and the per-process binary cache.
+"""Kernel sources, the per-process binary cache and the kernel table.
 
 The kernels live in ``opencl_ext/kernels/*.cl``; every backend builds them as
-one program per (context, dtype).  Compiling OpenCL C from source costs
-hundreds of milliseconds on PoCL (it runs clang and LLVM), while loading an
-already compiled binary into a new context costs about one, so the first
-build for a (device, dtype, options) key keeps the device binary here and
-every later context on that device is built from it.  This is what makes
-opening and closing a backend (and with it a network) cheap enough to do in a
-loop, while still releasing every context and program deterministically.
+one program per (context, dtype, options).  Compiling OpenCL C from source
+runs clang and LLVM on PoCL, while loading an already compiled binary into a
+new context does not, so the first build for a (device, options) key keeps
+the device binary here and every later context on that device is built from
+it.  This is what makes opening and closing a backend (and with it a network)
+cheap enough to do in a loop, while still releasing every context and program
+deterministically.  :class:`Kernels` creates a program's kernels on first use.
 """
 
 from __future__ import annotations

@@ -107,6 +107,15 @@ def test_only_broken_devices_make_opencl_unavailable(fresh_probes, monkeypatch):
         OpenCLBackend.open("opencl", torch.float32)
 
 
+def test_importing_the_package_does_not_import_pyopencl():
+    """``import opencl_ext`` stays cheap (and works without pyopencl)."""
+    code = "import sys, opencl_ext; print('pyopencl' in sys.modules)"
+    child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "False"
+
+
 _CHILD = """
 import scratchnet as sn
 from scratchnet import backends

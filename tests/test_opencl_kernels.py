@@ -733,6 +733,10 @@ def test_limits_are_checked():
         OpenCLBackend.open("opencl", torch.float32, limits={"warp": 32})
     with pytest.raises(TypeError, match="limits: expected a dict"):
         OpenCLBackend.open("opencl", torch.float32, limits=[16])
+    with pytest.raises(ValueError, match="limits: max_work_group_size must be a positive int"):
+        OpenCLBackend.open("opencl", torch.float32, limits={"max_work_group_size": 0})
+    with pytest.raises(ValueError, match="limits: max_work_item_sizes must be positive ints"):
+        OpenCLBackend.open("opencl", torch.float32, limits={"max_work_item_sizes": (16, 0)})
 
 
 # --------------------------------------------------------- devices, errors
