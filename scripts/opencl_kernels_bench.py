@@ -6,7 +6,7 @@ samples, full batch, quadratic cost, plain SGD with weight decay.  The epoch
 below is the sequence of contract calls a fully connected network makes
 (forward, cost, backward, update), so the figure is what the backend costs,
 independent of the core's own bookkeeping.  ``--fused`` uses the optional
-fused methods (linear_activation_forward, input_gradient_backward).
+fused forward (linear_activation_forward).
 
     python scripts/opencl_kernels_bench.py --device cpu --device opencl
     python scripts/opencl_kernels_bench.py --interleave [--fused]
@@ -42,6 +42,7 @@ def build(backend, n, seed=0):
     for layer in net:
         o = layer["o"]
         layer["b"], layer["db"] = backend.view(params, off, (o,)), backend.view(grads, off, (o,))
+        layer["bias"] = backend.bias_operand(layer["b"])  # the form linear_forward takes
         layer["z"], layer["a"] = backend.zeros((o, n)), backend.zeros((o, n))
         off += o
     x = backend.from_host(rng.standard_normal((4, n)))
@@ -61,10 +62,10 @@ def epoch(backend, net, params, grads, x, y, cost, fused, eta=0.1, lam=0.01, tim
     for layer in net:
         if fused:
             backend.linear_activation_forward(layer["act"], layer["a"], layer["w"],
-                                              layer["b"], a_prev, 1.0)
+                                              layer["bias"], a_prev, 1.0)
             t("linear+act " + layer["act"])
         else:
-            backend.linear_forward(layer["z"], layer["w"], layer["b"], a_prev, 1.0)
+            backend.linear_forward(layer["z"], layer["w"], layer["bias"], a_prev, 1.0)
             t("linear")
             backend.activation_forward(layer["act"], layer["z"], layer["a"])
             t("act " + layer["act"])
@@ -76,21 +77,15 @@ def epoch(backend, net, params, grads, x, y, cost, fused, eta=0.1, lam=0.01, tim
     t("sum_squares")
     for idx in range(len(net) - 1, -1, -1):
         layer = net[idx]
-        if not fused or idx == len(net) - 1:
-            backend.activation_backward(layer["act"], layer["a"], g)
-            t("act_backward " + layer["act"])
+        backend.activation_backward(layer["act"], layer["a"], g)
+        t("act_backward " + layer["act"])
         below = net[idx - 1]["a"] if idx else x
         backend.weight_gradient(layer["dw"], layer["db"], g, below)
         t(f"weight_gradient {layer['o']}")
         if idx:
             g_prev = net[idx - 1]["z"]
-            if fused:
-                backend.input_gradient_backward(net[idx - 1]["act"], g_prev, layer["w"], g,
-                                                below)
-                t("input_gradient+act_backward")
-            else:
-                backend.input_gradient(g_prev, layer["w"], g)
-                t("input_gradient")
+            backend.input_gradient(g_prev, layer["w"], g)
+            t("input_gradient")
             g = g_prev
     backend.axpy_(params, -eta * lam / n, params)
     backend.axpy_(params, -eta / n, grads)
@@ -129,7 +124,7 @@ def main():
     for device in args.device or ["cpu", "opencl"]:
         backend = get_backend(device, dtype)
         state = build(backend, args.n)
-        fused = args.fused and hasattr(backend, "input_gradient_backward")
+        fused = args.fused
         for _ in range(20):
             epoch(backend, *state, fused)
         backend.read_scalar(state[-1])
@@ -165,7 +160,7 @@ def interleave(args, dtype):
     for device in devices:
         backend = get_backend(device, dtype)
         state = build(backend, args.n)
-        fused = args.fused and hasattr(backend, "input_gradient_backward")
+        fused = args.fused
         for _ in range(20):
             epoch(backend, *state, fused)
         backend.read_scalar(state[-1])

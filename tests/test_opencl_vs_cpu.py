@@ -40,6 +40,9 @@ def _train(device, dtype, convention, x, y):
                               convention=convention) as net, \
             sn.training_network(net, x) as train:
         assert net.device.startswith(device)
+        if device == "opencl":  # the limits took effect
+            expected = {**vars(net.backend.limits), **OpenCLBackend.limit_overrides}
+            assert vars(net.backend.limits) == expected
         initial = [sn.to_numpy(la.weights) for la in net.layers]
         for _, epochs in CHECKPOINTS:
             cost = sn.sgd(train, y, sn.quadratic_cost, epochs, (0.1, 0.01))
@@ -50,9 +53,17 @@ def _train(device, dtype, convention, x, y):
     return initial, results, prediction
 
 
-@pytest.mark.parametrize("convention", ["standard", "series"])
+#: Device limits to run under: the device's own, and a GPU as simulated on
+#: this one (GPU kernel layout, work-groups of at most 16).
+LIMITS = {"native": {}, "gpu-wg16": {"cpu": False, "max_work_group_size": 16}}
+
+
+# The convention changes no kernel shape: one run under the simulated GPU suffices.
+@pytest.mark.parametrize("convention,limits", [("standard", "native"), ("series", "native"),
+                                               ("standard", "gpu-wg16")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_article_network_matches_cpu(dtype, convention):
+def test_article_network_matches_cpu(dtype, convention, limits, monkeypatch):
+    monkeypatch.setattr(OpenCLBackend, "limit_overrides", LIMITS[limits])
     x, y = regression_data(10_000, dtype=np.float32 if dtype == torch.float32 else np.float64)
     init_cpu, cpu, pred_cpu = _train("cpu", dtype, convention, x, y)
     init_ocl, ocl, pred_ocl = _train("opencl", dtype, convention, x, y)

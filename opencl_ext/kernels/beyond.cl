@@ -66,7 +66,9 @@ __kernel void softmax_backward(const int rows, const int cols,
 }
 
 /* t = -(y ln a) (categorical) or -(y ln a + (1 - y) ln(1 - a)) (binary), each
- * ln floored at -100; the host sums t with the reduction kernels. */
+ * ln floored at -100; the host sums t with the reduction kernels.  The
+ * floor is written so that NaN passes it (NaN < -100 is false): an output
+ * that blew up makes the cost NaN, which the divergence guard catches. */
 __kernel void cross_entropy_terms(const int n, const int binary,
                                   __global const REAL *a, const long a_off,
                                   __global const REAL *y, const long y_off,
@@ -77,11 +79,11 @@ __kernel void cross_entropy_terms(const int n, const int binary,
     const REAL yv = y[y_off + i];
     const REAL floor_ = (REAL)(-100);
     REAL la = log(av);
-    la = la > floor_ ? la : floor_;          /* log(0) = -inf becomes -100 */
+    la = la < floor_ ? floor_ : la;          /* log(0) = -inf becomes -100 */
     REAL r = yv * la;
     if (binary) {
-        REAL lb = log((REAL)(1) - av);
-        lb = lb > floor_ ? lb : floor_;
+        REAL lb = log1p(-av);
+        lb = lb < floor_ ? floor_ : lb;
         r += ((REAL)(1) - yv) * lb;
     }
     t[t_off + i] = -r;

@@ -8,6 +8,9 @@
  *                          GPU, whose hardware vectorises across work-items)
  *   -D TM=..               rows a matrix-product work-item accumulates at once
  *   -D TI=.., TK=..        tile of the weight-gradient reduction
+ *   -D STRIDED=0|1         the weight gradient's sample loop: contiguous
+ *                          chunks per work-item (CPU) or strided, coalesced
+ *                          across work-items (GPU); see matmul.cl
  *   -D REAL_IS_FLOAT       (float only) use the inline tanh below
  *
  * Layout (as in the series): samples are columns, matrices are row-major, so
@@ -16,7 +19,7 @@
  * element offset, because scratchnet's parameters are views into one flat
  * buffer.
  *
- * Activation codes (host: opencl_ext/backend.py, _ACT):
+ * Activation codes (host: opencl_ext/backend.py, ACT):
  *   0 linear   f(z) = z                     f' = 1
  *   1 sigmoid  f(z) = 1 / (1 + e^-z)        f' = a (1 - a)
  *   2 tanh     f(z) = tanh z                f' = 1 - a^2
@@ -71,6 +74,10 @@
                           (p)[13] = v_.sd; (p)[14] = v_.se; (p)[15] = v_.sf; } while (0)
 #else
 #error "VW must be 1, 2, 4, 8 or 16"
+#endif
+
+#ifndef STRIDED
+#define STRIDED 0
 #endif
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -7,17 +7,16 @@
  *   forward        z = W a + s b 1^T          A = W   (a_rs = in, a_cs = 1)
  *   fused forward  a = f(W a_prev + s b 1^T)  same, with act != 0
  *   input grad     g = W^T delta              A = W^T (a_rs = 1, a_cs = in)
- *   fused backward g = (W^T delta) ⊙ f'(a)    same, with dact != 0
  *
  * The weight gradient reduces over the samples instead and has its own pair
  * of kernels, `wgrad_partial` and `wgrad_finish`.
  */
 
-/* C[m, j] = f( sum_k A[m, k] B[k, j] + bias_sign * bias[m] ) ⊙ f'(D[m, j])
+/* C[m, j] = f( sum_k A[m, k] B[k, j] + bias_sign * bias[m] )
  *
- * A is M x K with A[m, k] = A[m * a_rs + k * a_cs]; B is K x n, C and D are
- * M x n, all row-major.  bias_sign = 0 skips the bias; act = ACT_LINEAR skips
- * f; dact = ACT_LINEAR skips the derivative factor (D is then not read).
+ * A is M x K with A[m, k] = A[m * a_rs + k * a_cs]; B is K x n and C is
+ * M x n, both row-major.  bias_sign = 0 skips the bias; act = ACT_LINEAR
+ * skips f.
  *
  * One work-item computes TM rows by VW consecutive columns: each B vector it
  * loads feeds TM fused multiply-adds with a broadcast entry of A, so B (the
@@ -30,7 +29,6 @@ __kernel void small_gemm(const int M, const int K, const int n,
                          __global const REAL *B, const long b_off,
                          __global const REAL *bias, const long bias_off,
                          const REAL bias_sign, const int act,
-                         __global const REAL *D, const long d_off, const int dact,
                          __global REAL *C, const long c_off) {
     const int j = get_global_id(0) * VW;
     const int m0 = get_global_id(1) * TM;
@@ -38,7 +36,6 @@ __kernel void small_gemm(const int M, const int K, const int n,
     A += a_off;
     B += b_off + j;
     C += c_off + j;
-    D += d_off + j;
     bias += bias_off;
 
     /* Rows past M repeat row M - 1 (valid memory); their results are dropped. */
@@ -61,12 +58,7 @@ __kernel void small_gemm(const int M, const int K, const int n,
             const size_t row = (size_t)(m0 + r) * n;
             REALV v = acc[r];
             if (bias_sign != 0) v += bias_sign * bias[m0 + r];
-            v = activate_v(act, v);
-            if (dact != ACT_LINEAR) {
-                const REALV dv = VLOAD(D + row);
-                v = derivative_v(dact, dv, v);
-            }
-            VSTORE(v, C + row);
+            VSTORE(activate_v(act, v), C + row);
         }
     } else {
         for (int jj = 0; jj < n - j; ++jj) {
@@ -83,9 +75,7 @@ __kernel void small_gemm(const int M, const int K, const int n,
                 const size_t row = (size_t)(m0 + r) * n;
                 REAL v = acc[r];
                 if (bias_sign != 0) v += bias_sign * bias[m0 + r];
-                v = activate(act, v);
-                if (dact != ACT_LINEAR) v = derivative(dact, D[row + jj], v);
-                C[row + jj] = v;
+                C[row + jj] = activate(act, v);
             }
         }
     }
@@ -93,18 +83,26 @@ __kernel void small_gemm(const int M, const int K, const int n,
 
 /* Weight gradient, stage 1 of 2:
  *
- *   P[c, i, k]  = sum_{j in chunk c} delta[i, j] a[k, j]     (k < in:  dW)
- *   P[c, i, in] = sum_{j in chunk c} delta[i, j]             (db)
+ *   P[c, i, k]  = sum_{j in part c} delta[i, j] a[k, j]     (k < in:  dW)
+ *   P[c, i, in] = sum_{j in part c} delta[i, j]             (db)
  *
  * delta is out x n, a is in x n.  A work-item owns one TI x TK tile of
- * (i, k) and one chunk of `chunk` columns (a multiple of VW); it reads TI + TK
- * vectors per step for TI * TK fused multiply-adds, and sums delta on the
- * side for db (written by the tiles with k0 = 0).  With `direct` set there is
- * one chunk and the tile writes straight into dw (out x in) and db (out);
- * otherwise it writes its partial sums to P, laid out [chunk][out][in + 1],
- * and wgrad_finish adds the chunks up in a fixed order (deterministic).
- * Grid: (number of chunks, ceil(out / TI) * ceil(in / TK)). */
-__kernel void wgrad_partial(const int out, const int in, const int n, const int chunk,
+ * (i, k) and one part c of the columns; it reads TI + TK vectors per step
+ * for TI * TK fused multiply-adds, and sums delta on the side for db
+ * (written by the tiles with k0 = 0).  Which columns make part c:
+ *   STRIDED = 0 (CPU layout)  the contiguous chunk [c * span, (c + 1) * span),
+ *                             span a multiple of VW: one core streams it;
+ *   STRIDED = 1 (GPU layout)  columns c * VW + t * span * VW, t = 0, 1, ...,
+ *                             span being the number of parts: neighbouring
+ *                             work-items read neighbouring columns
+ *                             (coalesced); part 0 also takes the n % VW
+ *                             leftover columns.
+ * With `direct` set there is one part and the tile writes straight into dw
+ * (out x in) and db (out); otherwise it writes its partial sums to P, laid
+ * out [part][out][in + 1], and wgrad_finish adds the parts up in a fixed
+ * order (deterministic).
+ * Grid: (number of parts, ceil(out / TI) * ceil(in / TK)), rounded up. */
+__kernel void wgrad_partial(const int out, const int in, const int n, const int span,
                             __global const REAL *delta, const long delta_off,
                             __global const REAL *a, const long a_off,
                             const int direct,
@@ -117,8 +115,15 @@ __kernel void wgrad_partial(const int out, const int in, const int n, const int 
     const int i0 = (tile / kblocks) * TI;
     const int k0 = (tile % kblocks) * TK;
     if (i0 >= out) return;
-    const int j0 = c * chunk;
-    const int j1 = MIN(j0 + chunk, n);
+#if STRIDED
+    if (c >= span) return;
+    const int jstart = c * VW, jstep = span * VW, jvend = n - n % VW;
+    const int tail0 = c == 0 ? jvend : n, tail1 = n;
+#else
+    const int jstart = c * span, jstep = VW;
+    const int tail1 = MIN(jstart + span, n);
+    const int jvend = jstart + (tail1 - jstart) / VW * VW, tail0 = jvend;
+#endif
 
     /* Rows past the matrix repeat its last row; their sums are dropped. */
     __global const REAL *drow[TI];
@@ -136,8 +141,7 @@ __kernel void wgrad_partial(const int out, const int in, const int n, const int 
         #pragma unroll
         for (int s = 0; s < TK; ++s) acc[r][s] = (REALV)(0);
     }
-    int j = j0;
-    for (; j + VW <= j1; j += VW) {
+    for (int j = jstart; j < jvend; j += jstep) {
         REALV av[TK];
         #pragma unroll
         for (int s = 0; s < TK; ++s) av[s] = VLOAD(arow[s] + j);
@@ -157,7 +161,7 @@ __kernel void wgrad_partial(const int out, const int in, const int n, const int 
         #pragma unroll
         for (int s = 0; s < TK; ++s) tacc[r][s] = hsum(acc[r][s]);
     }
-    for (; j < j1; ++j) { /* the n % VW leftover columns of the last chunk */
+    for (int j = tail0; j < tail1; ++j) { /* the n % VW leftover columns */
         #pragma unroll
         for (int r = 0; r < TI; ++r) {
             const REAL dv = drow[r][j];
@@ -183,7 +187,7 @@ __kernel void wgrad_partial(const int out, const int in, const int n, const int 
 }
 
 /* Weight gradient, stage 2 of 2:  dW[i, k] = sum_c P[c, i, k],
- * db[i] = sum_c P[c, i, in], summed over the chunks in order.
+ * db[i] = sum_c P[c, i, in], summed over the parts in order.
  * Grid: out * (in + 1) work-items (rounded up). */
 __kernel void wgrad_finish(const int out, const int in, const int chunks,
                            __global const REAL *P,

@@ -178,17 +178,6 @@ class Backend(abc.ABC):
         if name != "linear":
             self.activation_forward(name, a, a)
 
-    def input_gradient_backward(self, name: str, g_prev, w, delta, a_prev) -> None:
-        """g_prev := (wᵀ · δ) ⊙ f'(z_prev), f' written through a_prev = f(z_prev).
-
-        Optional fusion of :meth:`input_gradient` with the *previous*
-        layer's :meth:`activation_backward` (``name`` is that layer's
-        activation), so g_prev leaves the kernel as that layer's δ.  The
-        caller then skips that activation_backward.  This default just calls
-        the two methods."""
-        self.input_gradient(g_prev, w, delta)
-        self.activation_backward(name, a_prev, g_prev)
-
     @abc.abstractmethod
     def weight_gradient(self, dw, db, delta, a_prev) -> None:
         """dw := δ · a_prevᵀ (out, in);  db := Σ_columns δ (out,)."""

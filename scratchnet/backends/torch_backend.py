@@ -233,16 +233,25 @@ class TorchBackend(Backend):
         g.addcmul_(a, work, value=-1.0)      # a ⊙ g − a (aᵀg)
 
     def cross_entropy_sum(self, scratch, a, y, out, binary):
-        flat = scratch.view(-1)
+        # Our own floored logs, not aten's BCE kernel: that kernel refuses
+        # inputs outside [0, 1] (a RuntimeError on the CPU, a device-side
+        # assert that poisons the context on CUDA), while an output that blew
+        # up must give a NaN cost for the divergence guard to see.
+        # clamp_min keeps NaN, so NaN reaches the sum.
+        flat, yrow = scratch.view(-1), y.view(1, -1)
         if binary:
-            # aten's BCE kernel clamps each log at −100 itself.
-            _aten.binary_cross_entropy.out(a, y, None, 0, out=scratch)
+            torch.neg(a, out=scratch)
+            scratch.log1p_().clamp_min_(-100.0)              # ln(1 − a), floored
+            scratch.addcmul_(scratch, y, value=-1.0)         # (1 − y) ln(1 − a)
             torch.sum(flat, dim=0, keepdim=True, out=out)
+            torch.log(a, out=scratch)
+            scratch.clamp_min_(-100.0)                       # ln a, floored
+            out.addmv_(yrow, flat)                           # + Σ y ln a
         else:
             torch.log(a, out=scratch)
             scratch.clamp_min_(-100.0)
-            torch.mv(y.view(1, -1), flat, out=out)
-            out.neg_()
+            torch.mv(yrow, flat, out=out)
+        out.neg_()
 
     def _ones(self, n: int):
         """A ones vector of length ``n``, made on first use and kept."""
