@@ -13,7 +13,8 @@ into a terminal runs on the CPU.
 
 Expected output: an ```output block that follows a python block, with only
 blank lines between them, holds that block's expected stdout.  Blocks
-without one are run but their output is not checked.  Other fences
+without one are run but their output is not checked; an output block that
+follows no python block fails the page.  Other fences
 (```bash, ```text, ```console, ...) are never run.
 
 Comparison, line by line, after trailing spaces (and trailing blank lines)
@@ -96,7 +97,8 @@ class Block:
 
 def parse_page(text: str) -> list[Block]:
     """The page's python blocks in order, each with the output block that
-    follows it (if any)."""
+    follows it (if any).  ``ValueError`` for an output block that follows no
+    python block: it would otherwise be silently unchecked."""
     lines = text.splitlines()
     blocks: list[Block] = []
     last_python: Block | None = None   # candidate owner of a following output block
@@ -125,7 +127,10 @@ def parse_page(text: str) -> list[Block]:
             block = Block(start, source)
             blocks.append(block)
             last_python = block
-        elif lang == "output" and last_python is not None and last_python.expected is None:
+        elif lang == "output":
+            if last_python is None or last_python.expected is not None:
+                raise ValueError(f"line {start}: an output block must follow a python block "
+                                 f"(only blank lines between them)")
             last_python.expected = source
             last_python.expected_line = start
             last_python = None
@@ -189,7 +194,10 @@ def run_page(page: Path, device: str, rtol: float, timeout: float,
              verbose: bool) -> tuple[bool, str]:
     """Run one page; (passed, report)."""
     shown = os.path.relpath(page)
-    blocks = parse_page(page.read_text(encoding="utf-8"))
+    try:
+        blocks = parse_page(page.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        return False, f"FAIL {shown}: {exc}"
     if not blocks:
         return True, f"PASS {shown}: no python block"
     payload = json.dumps([{"line": b.line, "source": b.source, "page": str(page)}
