@@ -622,8 +622,8 @@ def test_part12_costs(device):
 def test_part12_first_layer_bug(device):
     """Part 12 (part 10's layers, the first writing W1^T delta1 into the
     training input): :cost [0.002098702784638695 0.03938786120157389
-    0.017940293857535927 6.11451947087874E-8] and :messed-up-inputs 0.00,
-    replayed with the backend contract's kernels, the series' bias sign."""
+    0.017940293857535927 6.11451947087874E-8], :trained 0.50 0.50 and
+    :messed-up-inputs 0.00, replayed with the backend contract's kernels, the series' bias sign."""
     be = get_backend(device, torch.float32)
     x = be.from_host(X2)
     y = be.from_host(np.full((1, 2), 0.5))
@@ -654,10 +654,15 @@ def test_part12_first_layer_bug(device):
                 be.axpy_(w[i], -eta / n, dw[i])
         costs.append(cost)
     messed_up = be.to_numpy(x)
+    for i, inp in enumerate([x, a[0]]):                  # :trained, run on that input
+        be.linear_forward(z[i], w[i], be.bias_operand(b[i]), inp, -1.0)
+        be.activation_forward(names[i], z[i], a[i])
+    trained = be.to_numpy(a[1]).ravel()
     be.close()
     np.testing.assert_allclose(costs[:3], PART12_BUGGY[:3], rtol=1e-5)
     assert costs[3] == pytest.approx(PART12_BUGGY[3], rel=1e-2)
     assert_printed(messed_up, np.zeros((2, 2)))
+    assert_printed(trained, [0.50, 0.50])
 
 
 def zero_network(device, in_dim=20, batch=8):
