@@ -146,3 +146,34 @@ def adam_formula(eta, lam, beta1, beta2, eps):
         w.copy_((1 - eta * lam / n) * w - eta * m_hat / (v_hat.sqrt() + eps))
         b.sub_(eta * gb)                     # biases: plain SGD (Deep Diamond)
     return update
+
+
+# The series' example network (parts 1-13): 2 inputs, 4 tanh neurons, 1 sigmoid
+# output, with its hand-picked weights (W1 written out row by row).
+SERIES_W1 = [[0.3, 0.6], [0.1, 2.0], [0.9, 3.7], [0.0, 1.0]]
+SERIES_B1 = [0.7, 0.2, 1.1, 2.0]
+SERIES_W2 = [[0.75, 0.15, 0.22, 0.33]]
+SERIES_B2 = [0.3]
+
+
+def load_params(net, values):
+    """Copy host values into each layer's weights and bias, in the order
+    [W_0, b_0, W_1, b_1, ...], on any backend."""
+    be = net.backend
+    arrays = [a for layer in net.layers for a in (layer.weights, layer.bias)]
+    if len(arrays) != len(values):
+        raise ValueError(f"values: expected {len(arrays)} arrays, got {len(values)}")
+    for array, host in zip(arrays, values):
+        staged = be.from_host(np.asarray(host, dtype=np.float64))
+        be.copy_(array, staged)
+        be.release(staged)
+    return net
+
+
+def series_net(device, convention="series", dtype=torch.float32, values=None):
+    """The series' 2-4-1 network (tanh, sigmoid) with its weights, or with
+    ``values`` ([W1, b1, W2, b2]) instead."""
+    net = sn.inference_network(2, [sn.fully_connected(4, sn.tanh),
+                                   sn.fully_connected(1, sn.sigmoid)],
+                               device=device, dtype=dtype, convention=convention)
+    return load_params(net, values or [SERIES_W1, SERIES_B1, SERIES_W2, SERIES_B2])
