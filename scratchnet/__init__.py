@@ -13,12 +13,12 @@ matrix products, on torch tensors (CPU, CUDA) or any OpenCL device (plugin
     sn.sgd(training, y, sn.quadratic_cost, 1000, (0.1, 0.01))
 """
 
-from .arrays import amax, to_numpy
+from .arrays import amax, to_numpy, transfer_
 from .backends import available_devices
 from .engine.threads import get_num_threads, set_num_threads
 from .fit.minibatch import train
 from .fit.sgd import sgd
-from .monitors.base import Monitor
+from .monitors.base import Monitor, Rewind
 from .monitors.guard import DivergenceError, DivergenceWarning
 from .nn import distributed
 from .nn.activations import Activation, elu, linear, relu, sigmoid, softmax, tanh
@@ -30,10 +30,10 @@ from .nn.network import Network, TrainingNetwork, inference_network, training_ne
 from .nn.optim import SGD, Adam
 
 __all__ = [
-    "Activation", "Monitor", "Network", "SGD", "TrainingNetwork", "amax", "available_devices",
-    "distributed", "distributed_training_network", "fully_connected", "get_num_threads",
+    "Activation", "Monitor", "Network", "Rewind", "SGD", "TrainingNetwork", "amax",
+    "available_devices", "distributed", "distributed_training_network", "fully_connected", "get_num_threads",
     "inference_network", "linear", "quadratic_cost", "relu", "set_num_threads", "sgd",
-    "sigmoid", "tanh", "to_numpy", "training_network",
+    "sigmoid", "tanh", "to_numpy", "training_network", "transfer_",
     # reliability: guard, checkpoints
     "CheckpointError", "DivergenceError", "DivergenceWarning", "load", "load_training", "save",
     # beyond the series

@@ -175,3 +175,33 @@ def test_many_networks_do_not_leak(device):
         cycle()
     gc.collect()
     assert len(gc.get_objects()) - before < 200
+
+
+def test_transfer_copies_host_values_into_device_arrays(device):
+    """sn.transfer_, the series' transfer!: host values (a list, float64
+    numpy, a torch tensor) land in a layer's weights and bias on any device,
+    in the network's dtype; a wrong shape is refused and nothing changes."""
+    net = sn.inference_network(2, [sn.fully_connected(4, sn.tanh),
+                                   sn.fully_connected(1, sn.sigmoid)], device=device, seed=0)
+    w1 = [[0.3, 0.6], [0.1, 2.0], [0.9, 3.7], [0.0, 1.0]]
+    sn.transfer_(net.layers[0].weights, w1)
+    sn.transfer_(net.layers[0].bias, np.array([0.7, 0.2, 1.1, 2.0]))
+    sn.transfer_(net.layers[1].weights, torch.tensor([[0.75, 0.15, 0.22, 0.33]]))
+    sn.transfer_(net.layers[1].bias, [0.3])
+    np.testing.assert_array_equal(sn.to_numpy(net.layers[0].weights), np.float32(w1))
+    assert sn.to_numpy(net.layers[1].bias).dtype == np.float32
+    before = sn.to_numpy(net.params)
+    with pytest.raises(ValueError, match=r"src: expected the shape of dst \(4, 2\), got \(2, 4\)"):
+        sn.transfer_(net.layers[0].weights, np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="src: expected real numbers"):
+        sn.transfer_(net.layers[1].bias, ["a"])
+    np.testing.assert_array_equal(sn.to_numpy(net.params), before)
+    # the series' network with these weights computes 0.44 (part 11)
+    x = np.array([[0.3, 0.9], [0.3, 0.9]], np.float32)
+    series = sn.inference_network(2, [sn.fully_connected(4, sn.tanh),
+                                      sn.fully_connected(1, sn.sigmoid)], device=device,
+                                  convention="series")
+    for mine, theirs in zip(series.layers, net.layers):
+        sn.transfer_(mine.weights, theirs.weights)
+        sn.transfer_(mine.bias, theirs.bias)
+    np.testing.assert_allclose(sn.to_numpy(series(x)), [[0.4352], [0.4352]], atol=1e-4)
