@@ -31,7 +31,8 @@ from .nn.optim import SGD, Adam
 
 __all__ = [
     "Activation", "Monitor", "Network", "Rewind", "SGD", "TrainingNetwork", "amax",
-    "available_devices", "distributed", "distributed_training_network", "fully_connected", "get_num_threads",
+    "available_devices", "distributed", "distributed_training_network", "fully_connected",
+    "get_num_threads",
     "inference_network", "linear", "quadratic_cost", "relu", "set_num_threads", "sgd",
     "sigmoid", "tanh", "to_numpy", "training_network", "transfer_",
     # reliability: guard, checkpoints
