@@ -234,13 +234,12 @@ def write_summary(folder: Path, text: str, script: str, argv: Sequence[str] | No
 # ----------------------------------------------------------------------------- tables
 
 
-_NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s?(%|x|×|s|ms|µs)?$")
+_NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s?(%|x|×|s|ms|µs|/\d+)?$")
 _NEUTRAL = {"", "-", "–", "nan", "inf", "diverged"}
 
 
 def _numeric(cells: list[str]) -> bool:
-    cells = [c for c in cells if c not in _NEUTRAL]
-    return bool(cells) and all(_NUMERIC.match(c) for c in cells)
+    return all(_NUMERIC.match(c) for c in cells if c not in _NEUTRAL)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]],

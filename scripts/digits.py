@@ -9,9 +9,8 @@ The data (1,797 images, 64 pixels of 0..16 each, 10 classes) ships with
 scikit-learn (sklearn.datasets.load_digits: no download).  It is split once,
 75% / 25% stratified with a fixed seed, and scaled to [0, 1].  The network is
 64-128-10 (tanh, softmax), trained on the cross-entropy with sn.Adam in
-mini-batches of 32 reshuffled every epoch (sn.train).  (tanh rather than
-relu: with the series' initialisation, b ~ N(0, 1) and w ~ N(0, 1)/64, many
-relu units start dead, and Adam moves the biases by plain SGD.)
+mini-batches of 32 reshuffled every epoch (sn.train); --activation picks
+the hidden layer's activation.
 
 Every seed of --seeds draws the initial weights and the batches of one run,
 logged to TensorBoard in <run>/seed<s> (training cost and test accuracy per

@@ -10,6 +10,7 @@ import argparse
 import datetime
 import importlib.util
 import math
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,9 @@ SCRIPTS = ROOT / "scripts"
 OWNED = ["weight_decay", "momentum", "sweep", "digits", "train_distributed",
          "bench_distributed", "series_timing", "soak", "screenshots"]
 HEAVY = {"torch", "numpy", "scratchnet", "tensorboard", "sklearn", "opencl_ext"}
+# Subprocesses import this checkout's scratchnet, not an installed one.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 
 
@@ -47,7 +51,8 @@ def test_help_imports_no_heavy_module(name):
     """``-X importtime`` lists every module the interpreter imported: none of
     torch, numpy, scratchnet, tensorboard or scikit-learn may be among them."""
     proc = subprocess.run([sys.executable, "-X", "importtime", str(SCRIPTS / f"{name}.py"),
-                           "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+                           "--help"], capture_output=True, text=True, cwd=ROOT, env=ENV,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage:")
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
@@ -296,7 +301,7 @@ def test_bench_distributed_reports_three_configurations(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_distributed.py"), "--samples",
                            "200", "--epochs", "2", "--warmup", "0", "--rounds", "1",
                            "--log-dir", str(tmp_path)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and
             "process" in line]

@@ -4,19 +4,23 @@ Python objects must not grow once training is warm.  The long version
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "soak.py"
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "soak.py"
 
 
 def test_short_soak_does_not_grow(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "10000", "--per-call", "500",
                           "--checkpoint-every", "1000", "--max-growth-mb", "1",
                           "--log-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300,
+                         # this checkout's scratchnet, not an installed one
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stdout + out.stderr
     rss = float(re.search(r"\| RSS \(MiB\) .*\| *([+-][\d.]+) \|", out.stdout).group(1))
     objects = int(re.search(r"\| Python objects .*\| *([+-]\d+) \|", out.stdout).group(1))
