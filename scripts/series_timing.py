@@ -2,7 +2,7 @@
 linear), 10,000 samples, 4,000 full-batch epochs at (η, λ) = (0.1, 0.01).
 
     python scripts/series_timing.py                    # every available device, 2 rounds
-    python scripts/series_timing.py --device cpu opencl --rounds 3
+    python scripts/series_timing.py --device cpu opencl --rounds 3     # or --device cpu,opencl
 
 The series printed 1,496 ms on a GTX 1080 Ti (CUDA) and 27,598 ms on an
 R9 290X (OpenCL) for these 4,000 epochs (and 5,940 ms for 1,000 epochs on an
@@ -27,8 +27,8 @@ HYPER = (0.1, 0.01)
 def build_parser():
     p = common.parser(__doc__)
     common.add_device(p, default=None, many=True,
-                      help="devices to time (default: one of each kind available: cpu, and "
-                           "cuda, opencl where present)")
+                      help="devices to time, separated by spaces or commas (default: one of "
+                           "each kind available: cpu, and cuda, opencl where present)")
     p.add_argument("--rounds", type=common.positive_int, default=2,
                    help="rounds over the devices")
     p.add_argument("--epochs", type=common.positive_int, default=4000,
@@ -63,7 +63,8 @@ def main(argv=None) -> int:
 
     if args.threads is not None:
         sn.set_num_threads(args.threads)
-    devices = args.device or sorted({d.split(":")[0] for d in sn.available_devices()})
+    devices = ([d for item in args.device for d in item.split(",") if d] if args.device
+               else sorted({d.split(":")[0] for d in sn.available_devices()}))
     folder = common.run_folder(SCRIPT, args.log_dir)
     x, y = common.series_data(args.samples, 0)
     results: dict = {d: [] for d in devices}

@@ -42,11 +42,6 @@ class Diverged(Exception):
     """Raised by the sweep's monitor to stop a run whose cost is no longer finite."""
 
 
-def regression_data(n: int, rng):
-    """The series' task (``common.series_data``), kept under this name."""
-    return common.series_data(n, rng)
-
-
 def run_name(eta: float, lam: float, seed: int) -> str:
     return f"eta{eta:g}_lam{lam:g}_seed{seed}"
 

@@ -48,9 +48,6 @@ def regression_data(n: int, seed: int):
     return common.series_data(n, seed)
 
 
-article_layers = common.article_layers
-
-
 def build_parser():
     p = common.parser(__doc__)
     common.add_device(p, help="cpu (gloo), cuda (NCCL, cuda:LOCAL_RANK per rank), opencl "
@@ -159,7 +156,8 @@ def main(argv=None) -> int:
         if rank == 0 and args.resume:
             net = sn.load(args.resume, device=device)
         else:
-            net = sn.inference_network(4, article_layers(), device=device, seed=args.seed)
+            net = sn.inference_network(4, common.article_layers(), device=device,
+                                           seed=args.seed)
         bar = (common.progress_bar(total=args.epochs, desc=f"{world} rank(s)", unit="epoch")
                if rank == 0 else None)
         try:

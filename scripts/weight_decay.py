@@ -53,11 +53,6 @@ def build_parser():
     return p
 
 
-def regression_data(n: int, rng):
-    """The series' task (``common.series_data``), kept under this name."""
-    return common.series_data(n, rng)
-
-
 def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
                convention: str = "standard", log_dir=None, log_every: int = 1,
                bar=None) -> dict:

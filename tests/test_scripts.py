@@ -264,17 +264,18 @@ def test_weight_decay_logs_each_replay_once_per_epoch(tmp_path, capsys):
 def test_series_timing_trains_the_series_run(tmp_path, capsys):
     """Its final cost is that of 1 + --epochs epochs of sgd at (0.1, 0.01)."""
     st = load("series_timing")
-    assert st.main(["--device", "cpu", "--epochs", "3", "--rounds", "2", "--samples", "30",
-                    "--log-dir", str(tmp_path)]) == 0
+    assert st.main(["--device", "cpu,cpu:0", "--epochs", "3", "--rounds", "2", "--samples",
+                    "30", "--log-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     x, y = common.series_data(30, 0)
     with sn.inference_network(4, common.article_layers(), seed=0) as net, \
             sn.training_network(net, x) as train:
         sn.sgd(train, y, sn.quadratic_cost, 1, (0.1, 0.01))
         cost = sn.sgd(train, y, sn.quadratic_cost, 3, (0.1, 0.01))
-    row = next(line for line in out.splitlines() if line.startswith("| cpu "))
-    assert row.rstrip(" |").endswith(f"{cost:.5f}")
-    assert (tmp_path / "summary.md").read_text().count("| cpu ") == 1
+    rows = [line for line in out.splitlines() if line.startswith("| cpu")]
+    assert [r.split("|")[1].strip() for r in rows] == ["cpu", "cpu:0"]   # commas split
+    assert all(r.rstrip(" |").endswith(f"{cost:.5f}") for r in rows)
+    assert (tmp_path / "summary.md").read_text().count("| cpu") == 2
 
 
 def test_train_distributed_mini_batches_in_one_process(tmp_path, monkeypatch, capsys):

@@ -74,8 +74,8 @@ def test_sweep_run_reproduces_a_plain_sgd_run(tmp_path):
     (r,) = sweep.sweep(["--eta", "0.1", "--lam", "0.9", "--seeds", "0", "--epochs", "12",
                         "--samples", "100", "--log-every", "4", "--log-dir", str(tmp_path)])
     rng = np.random.default_rng(0)
-    x, y = sweep.regression_data(100, rng)
-    x_test, y_test = sweep.regression_data(100, rng)
+    x, y = sweep.common.series_data(100, rng)
+    x_test, y_test = sweep.common.series_data(100, rng)
     net = sn.inference_network(4, [sn.fully_connected(32, sn.sigmoid),
                                    sn.fully_connected(16, sn.tanh),
                                    sn.fully_connected(1, sn.linear)], seed=0)
