@@ -219,14 +219,14 @@ def run_folder(script: str, log_dir: Path | None = None, now: datetime.datetime 
     raise RuntimeError(f"no free run folder for {parent / stamp}")
 
 
-def write_summary(folder: Path, text: str, script: str, argv: Sequence[str] | None = None
-                  ) -> Path:
-    """Save ``text`` (the summary the script printed) as ``folder/summary.md``,
+def write_summary(folder: Path, text: str, script: str, argv: Sequence[str] | None = None,
+                  name: str = "summary.md") -> Path:
+    """Save ``text`` (the summary the script printed) as ``folder/name``,
     under the command line that produced it (``argv``: the script's
     arguments, default ``sys.argv[1:]``)."""
     args = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(shlex.quote(a) for a in [f"scripts/{script}.py", *args])
-    path = folder / "summary.md"
+    path = folder / name
     path.write_text(f"```\n$ python {command}\n```\n\n{text.rstrip()}\n", encoding="utf-8")
     return path
 
@@ -235,6 +235,7 @@ def write_summary(folder: Path, text: str, script: str, argv: Sequence[str] | No
 
 
 _NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s?(%|x|×|s|ms|µs|/\d+)?$")
+# Cells that may stand in a column of numbers without making it text.
 _NEUTRAL = {"", "-", "–", "nan", "inf", "diverged"}
 
 

@@ -162,7 +162,8 @@ def main(argv=None) -> int:
         stop()
     text = common.table(["file", "tab", "pixels", "size", "seconds"], rows)
     print(f"\nTensorBoard over {folder} (server stopped), Chromium {chromium}\n{text}")
-    common.write_summary(folder, text, SCRIPT, argv)
+    # next to the replay's own summary.md
+    common.write_summary(folder, text, SCRIPT, argv, name="screenshots.md")
     return 0
 
 
