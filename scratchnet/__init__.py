@@ -40,4 +40,5 @@ __all__ = [
     # beyond the series
     "Adam", "Cost", "cross_entropy", "elu", "softmax", "train",
 ]
+#: The package version, written here only: pyproject.toml reads it (setuptools dynamic attr).
 __version__ = "0.1.0"

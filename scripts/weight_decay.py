@@ -1,61 +1,78 @@
 """Replay the series' part 15 experiment: does weight decay keep the weights
 small, and is it what keeps η = 0.3 from diverging?
 
-    python scripts/weight_decay.py                  # the replay + 10 seeds
-    python scripts/weight_decay.py --seeds 30 --device cuda
-    python scripts/weight_decay.py --seeds 0 --logdir runs/weight_decay   # + TensorBoard
+    python scripts/weight_decay.py                        # the replay, then seeds 1000-1009
+    python scripts/weight_decay.py --seeds 1000-1029 --device cuda
+    python scripts/weight_decay.py --replay-only --seed 6 # the replay alone
+    tensorboard --logdir runs/weight_decay
 
 Part 1 replays the article: a 4-32-16-1 network (sigmoid, tanh, linear) on
 f(x) = sin x0 + cos x1 + tanh x2 + x3², 10,000 samples, η = 0.3, trained in
 calls of 5, 15, 150, 1000 and 1000 epochs, without decay and with λ = 0.9;
 after each call it prints the cost and max |w| per layer (the series'
-``(map amax (map weights (layers inference)))``), then the cost on a fresh
-test set of the same size.
+(map amax (map weights (layers inference)))), then the cost on a fresh test
+set of the same size.  Both runs are logged to TensorBoard, every epoch, in
+the run folder: <run>/lam0 and <run>/lam0.9.
 
 Part 2 asks the question honestly: one seed proves little, so it repeats the
-experiment over ``--seeds`` seeds and counts the runs that diverged
-(non-finite cost, or a cost 1,000 times the best seen) and the median max |w|.
+experiment for every seed of --seeds, with and without decay (the same seeds:
+a paired comparison), and counts the runs that diverged (non-finite cost, or
+a cost 1,000 times the best seen) and the median max |w| of the others.  The
+summary also goes to <run>/summary.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import statistics
 import sys
-import time
+from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-import scratchnet as sn
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (scripts/common.py, however this file is run)
 
 CALLS = (5, 15, 150, 1000, 1000)   # the article's sgd calls (cumulative 2,170 epochs)
 ETA, LAM = 0.3, 0.9
+SCRIPT = "weight_decay"
 
 
-def regression_data(n: int, rng: np.random.Generator):
-    """The series' task: x ~ U[0, 1)⁴, y = sin x0 + cos x1 + tanh x2 + x3²."""
-    x = rng.random((n, 4), dtype=np.float32)
-    y = np.sin(x[:, 0]) + np.cos(x[:, 1]) + np.tanh(x[:, 2]) + x[:, 3] ** 2
-    return x, y.reshape(-1, 1).astype(np.float32)
+def build_parser():
+    p = common.parser(__doc__)
+    common.add_device(p)
+    common.add_seeds(p, "1000-1009", "seeds of part 2 (data and initial weights)")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="seed of the part 1 replay")
+    p.add_argument("--replay-only", action="store_true", help="run part 1 alone")
+    p.add_argument("--samples", type=common.positive_int, default=10_000,
+                   help="training samples (and as many test samples)")
+    p.add_argument("--convention", default="standard", choices=("standard", "series"),
+                   help="bias sign: z = Wa + b (standard) or the series' z = Wa - b")
+    p.add_argument("--log-every", type=common.positive_int, default=1,
+                   help="epochs between the replay's logged epochs")
+    common.add_threads(p, default=2)
+    common.add_log_dir(p, SCRIPT, " (the replay's TensorBoard runs, the summary)")
+    return p
 
 
 def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
-               convention: str = "standard", log_dir=None) -> dict:
+               convention: str = "standard", log_dir=None, log_every: int = 1,
+               bar=None) -> dict:
     """Train one network through CALLS; return its trajectory.  Quiet runs
     stop at the first non-finite cost: NaN weights never recover (part 15).
-    With ``log_dir``, every epoch is logged to TensorBoard (train and test
-    cost, max |w| per layer)."""
+    With ``log_dir``, the replay is logged to TensorBoard (train and test
+    cost, max |w| and norm per layer) every ``log_every`` epochs; ``bar``
+    (a ``common.progress_bar``) follows the epochs."""
+    import numpy as np
+
+    import scratchnet as sn
+
     rng = np.random.default_rng(seed)
-    x, y = regression_data(n, rng)
-    x_test, y_test = regression_data(n, rng)
-    layers = [sn.fully_connected(32, sn.sigmoid), sn.fully_connected(16, sn.tanh),
-              sn.fully_connected(1, sn.linear)]
+    x, y = common.series_data(n, rng)
+    x_test, y_test = common.series_data(n, rng)
     costs, amaxes = [], []
-    log = {} if log_dir is None else {"log_dir": log_dir, "test": (x_test, y_test)}
-    with sn.inference_network(4, layers, device=device, seed=seed,
+    extra = {} if log_dir is None else {"log_dir": str(log_dir), "test": (x_test, y_test),
+                                        "log_every": log_every}
+    monitors = [] if bar is None else [common.bar_monitor(bar, chunk=None)]
+    with sn.inference_network(4, common.article_layers(), device=device, seed=seed,
                               convention=convention) as net, \
             sn.training_network(net, x) as train:
         for epochs in CALLS:
@@ -63,13 +80,13 @@ def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
                 # guard=False: this experiment wants to watch the explosion
                 # that the divergence guard would otherwise stop
                 cost = sn.sgd(train, y, sn.quadratic_cost, epochs, (ETA, lam), guard=False,
-                              **log)
+                              monitors=monitors, **extra)
             amax = [sn.amax(layer.weights) for layer in net.layers]
             costs.append(cost)
             amaxes.append(amax)
             if verbose:
-                print(f"  after {train.epoch:5d} epochs  cost {cost:<14.6g} max |w| "
-                      + "  ".join(f"{a:10.4g}" for a in amax))
+                say(f"  after {train.epoch:5d} epochs  cost {cost:<14.6g} max |w| "
+                    + "  ".join(f"{a:10.4g}" for a in amax))
             elif not math.isfinite(cost):
                 break
         test_cost = sn.quadratic_cost(y_test, net(x_test))
@@ -81,71 +98,108 @@ def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
             "test": test_cost, "diverged": diverged}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, opencl, ...")
-    parser.add_argument("--seeds", type=int, default=10, help="seeds for part 2 (default 10)")
-    parser.add_argument("--samples", type=int, default=10_000, help="training samples")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the part 1 replay")
-    parser.add_argument("--convention", default="standard", choices=("standard", "series"),
-                        help="bias sign: z = Wa + b (standard) or the series' z = Wa - b")
-    parser.add_argument("--logdir", default=None,
-                        help="log part 1 to TensorBoard runs LOGDIR/lam0, LOGDIR/lam0.9")
-    args = parser.parse_args(argv)
-    if args.seeds < 0 or args.samples < 1:
-        parser.error("--seeds must be >= 0 and --samples >= 1")
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+def say(line: str) -> None:
+    """Print above any progress bar."""
+    from tqdm.auto import tqdm
 
-    print(f"Part 1: the article's experiment on {args.device}, seed {args.seed}, "
-          f"η = {ETA}, calls of {', '.join(map(str, CALLS))} epochs")
+    tqdm.write(line)
+
+
+def replay(args, folder: Path) -> list[tuple[float, dict, float]]:
+    """Part 1: the article's two runs, printed call by call and logged."""
+    say(f"Part 1: the article's experiment on {args.device}, seed {args.seed}, "
+        f"η = {ETA}, calls of {', '.join(map(str, CALLS))} epochs")
+    runs = []
     for lam in (0.0, LAM):
-        print(f"\nλ = {lam}" + ("  (no weight decay)" if lam == 0 else "  (weight decay)"))
-        start = time.perf_counter()
-        log_dir = None if args.logdir is None else f"{args.logdir}/lam{lam:g}"
-        run = experiment(args.device, args.seed, lam, args.samples, True, args.convention,
-                         log_dir=log_dir)
-        print(f"  test cost {run['test']:.6g}  ({time.perf_counter() - start:.1f} s)"
-              + ("  -> DIVERGED" if run["diverged"] else ""))
+        say(f"\nλ = {lam:g}" + ("  (no weight decay)" if lam == 0 else "  (weight decay)"))
+        with common.progress_bar(total=sum(CALLS), desc=f"replay λ={lam:g}",
+                                 unit="epoch", leave=False) as bar, common.Stopwatch() as t:
+            run = experiment(args.device, args.seed, lam, args.samples, True, args.convention,
+                             log_dir=folder / f"lam{lam:g}", log_every=args.log_every,
+                             bar=bar)
+        say(f"  test cost {run['test']:.6g}  ({t.seconds:.1f} s)"
+            + ("  -> DIVERGED" if run["diverged"] else ""))
+        runs.append((lam, run, t.seconds))
+    return runs
 
-    if args.seeds == 0:
-        return 0
-    print(f"\nPart 2: is weight decay what keeps the weights small? {args.seeds} seeds "
-          f"each, η = {ETA}, {sum(CALLS)} epochs")
+
+def seeds(args) -> list[tuple[float, list[dict]]]:
+    """Part 2: every seed with and without decay, quietly."""
     rows = []
-    with tqdm(total=2 * args.seeds, desc="runs", unit="run", leave=False) as bar:
+    with common.progress_bar(total=2 * len(args.seeds), desc="part 2", unit="run") as bar:
         for lam in (0.0, LAM):
             runs = []
-            for seed in range(args.seeds):
-                # the same seeds with and without decay: paired comparison
-                runs.append(experiment(args.device, 1000 + seed, lam, args.samples, False,
+            for seed in args.seeds:
+                bar.set_postfix_str(f"λ={lam:g} seed={seed}", refresh=False)
+                runs.append(experiment(args.device, seed, lam, args.samples, False,
                                        args.convention))
                 bar.update()
             rows.append((lam, runs))
-    print(f"\n  {'λ':>5} | {'diverged':>9} | {'median max |w| (converged)':>26} | "
-          f"{'median test cost (converged)':>28}")
-    print(f"  {'-' * 5}-+-{'-' * 9}-+-{'-' * 26}-+-{'-' * 28}")
-    summary = []
+    return rows
+
+
+def summary(args, replayed, rows) -> str:
+    """The final tables and the conclusions drawn from them."""
+    ends = [sum(CALLS[:k + 1]) for k in range(len(CALLS))]
+    out = [f"Part 1, seed {args.seed}: cost after each call (epochs), test cost, max |w|"]
+    out.append(common.table(
+        ["λ", *map(str, ends), "test cost", "max abs w", "seconds"],
+        [[f"{lam:g}", *(common.fmt(c, ".4g", "nan") for c in run["costs"]),
+          common.fmt(run["test"], ".4g", "nan"), common.fmt(run["amax"], ".4g", "inf"),
+          f"{seconds:.1f}"] for lam, run, seconds in replayed]))
+    if not rows:
+        return "\n".join(out)
+    n = len(args.seeds)
+    out.append(f"\nPart 2: seeds {seed_text(args.seeds)}, η = {ETA}, {sum(CALLS)} epochs, "
+               f"with and without decay")
+    body, medians = [], []
     for lam, runs in rows:
         ok = [r for r in runs if not r["diverged"]]
-        amax = statistics.median(r["amax"] for r in ok) if ok else math.nan
-        test = statistics.median(r["test"] for r in ok) if ok else math.nan
-        summary.append((len(runs) - len(ok), amax))
-        print(f"  {lam:>5} | {len(runs) - len(ok):>5}/{args.seeds:<3} | {amax:>26.4g} | "
-              f"{test:>28.6g}")
-    (d0, w0), (d1, w1) = summary
-    both = [(a["diverged"], b["diverged"]) for a, b in zip(rows[0][1], rows[1][1])]
-    saved = sum(1 for a, b in both if a and not b)
-    print()
-    print(f"  Diverged: {d0} of {args.seeds} without decay, {d1} with it; decay saved {saved} "
-          f"run(s) that diverged without it.")
+        amax = common.stats(r["amax"] for r in ok).median if ok else math.nan
+        test = common.stats(r["test"] for r in ok).median if ok else math.nan
+        medians.append((n - len(ok), amax))
+        body.append([f"{lam:g}", f"{n - len(ok)}/{n}", common.fmt(amax, ".4g", "-"),
+                     common.fmt(test, ".6g", "-")])
+    out.append(common.table(["λ", "diverged", "median max abs w (converged)",
+                             "median test cost (converged)"], body))
+    (d0, w0), (d1, w1) = medians
+    pairs = [(a["diverged"], b["diverged"]) for a, b in zip(rows[0][1], rows[1][1])]
+    saved = sum(1 for a, b in pairs if a and not b)
+    out.append(f"\nDiverged: {d0} of {n} without decay, {d1} with it; decay saved {saved} "
+               f"run(s) that diverged without it.")
     if math.isfinite(w0) and math.isfinite(w1):
-        print(f"  Converged runs: median max |w| {w0:.4g} without decay, {w1:.4g} with it.")
+        out.append(f"Converged runs: median max |w| {w0:.4g} without decay, {w1:.4g} with it.")
     exploded_early = [r for _, runs in rows for r in runs
-                       if r["diverged"] and not r["costs"][1] < 1e3 * r["costs"][0]]
+                      if r["diverged"] and not r["costs"][1] < 1e3 * r["costs"][0]]
     if d1 and saved == 0 and len(exploded_early) == d0 + d1:
-        print(f"  Every diverged run had exploded by epoch {sum(CALLS[:2])}, while the decay "
-              f"shrinks W by only ηλ/n = {ETA * LAM / args.samples:.2g} per epoch: at this "
-              "η it is the initial weights, not the decay, that decide.")
+        out.append(f"Every diverged run had exploded by epoch {sum(CALLS[:2])}, while the decay "
+                   f"shrinks W by only ηλ/n = {ETA * LAM / args.samples:.2g} per epoch: "
+                   f"at this η it is the initial weights, not the decay, that decide.")
+    return "\n".join(out)
+
+
+def seed_text(seeds: list[int]) -> str:
+    """[1000, ..., 1009] as '1000-1009' when consecutive."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return " ".join(map(str, seeds))
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    common.check_log_dir(p, args.log_dir)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    folder = common.run_folder(SCRIPT, args.log_dir)
+    replayed = replay(args, folder)
+    rows = [] if args.replay_only else seeds(args)
+    text = summary(args, replayed, rows)
+    print("\n" + text)
+    common.write_summary(folder, text, SCRIPT, argv)
+    print(f"\nRun folder: {folder}  (tensorboard --logdir {folder})")
     return 0
 
 

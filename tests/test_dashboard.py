@@ -7,24 +7,33 @@ the server itself."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import article_net, regression_data
-from test_sweep import load_sweep
 
 import scratchnet as sn
 
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 TIMEOUT = 10   # seconds, per request and for the first load of the logdir
 
 
+def load_sweep():
+    spec = importlib.util.spec_from_file_location("sweep", SCRIPTS / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
-def logdir(tmp_path, monkeypatch):
+def logdir(tmp_path):
     """Two runs: ``plain`` (sgd with test data, 6 epochs) and the sweep's one
     run; returns the logdir and what the plain run's sgd returned."""
     x, y = regression_data(100)
@@ -32,9 +41,9 @@ def logdir(tmp_path, monkeypatch):
     train = sn.training_network(article_net("cpu"), x)
     costs = [sn.sgd(train, y, sn.quadratic_cost, 3, (0.1, 0.9), log_dir=tmp_path / "plain",
                     test=(x_test, y_test)) for _ in range(2)]
-    sweep = load_sweep(monkeypatch)
-    sweep.sweep(["--eta", "0.1", "--lam", "0.9", "--seeds", "1", "--epochs", "4",
-                 "--samples", "50", "--log-every", "2", "--logdir", str(tmp_path / "sweep")])
+    sweep = load_sweep()
+    sweep.sweep(["--eta", "0.1", "--lam", "0.9", "--seeds", "0", "--epochs", "4",
+                 "--samples", "50", "--log-every", "2", "--log-dir", str(tmp_path / "sweep")])
     return tmp_path, costs
 
 

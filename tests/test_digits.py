@@ -55,3 +55,26 @@ def test_tensorboard_log(tmp_path, cpu_run):
     assert costs[-1] == pytest.approx(cpu_run["cost"], rel=1e-6)   # logging changes nothing
     assert accuracy[-1] == pytest.approx(cpu_run["accuracy"])
     assert costs[-1] < costs[0]
+
+
+def test_confusion_matrix_counts_the_predictions(cpu_run):
+    """counts[true, predicted], recounted here pair by pair."""
+    _, _, _, labels = digits.load()
+    expected = np.zeros((10, 10), dtype=np.int64)
+    for true, guess in zip(labels, cpu_run["predicted"]):
+        expected[true, guess] += 1
+    np.testing.assert_array_equal(cpu_run["confusion"], expected)
+
+
+def test_main_runs_every_seed_into_its_own_tensorboard_run(tmp_path, capsys):
+    """``--seeds 0 2``: two runs, logged to seed0/ and seed2/, each row of
+    the summary the accuracy of the run with that seed."""
+    assert digits.main(["--seeds", "0", "2", "--epochs", "2", "--log-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0", "seed2", "summary.md"]
+    for seed in (0, 2):
+        accuracy = digits.run("cpu", epochs=2, seed=seed)["accuracy"]
+        row = next(line for line in out.splitlines() if line.startswith(f"| {seed} "))
+        assert f"{100 * accuracy:.2f}%" in row
+        assert list((tmp_path / f"seed{seed}").glob("events.out.tfevents.*"))
+    assert "| median " in out

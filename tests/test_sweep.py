@@ -18,8 +18,7 @@ import scratchnet as sn
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def load_sweep(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))   # sweep.py imports weight_decay.py
+def load_sweep():
     spec = importlib.util.spec_from_file_location("sweep", SCRIPTS / "sweep.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -37,13 +36,13 @@ def read_run(path):
     return scalars, hparams
 
 
-def test_tiny_sweep(tmp_path, monkeypatch):
-    sweep = load_sweep(monkeypatch)
+def test_tiny_sweep(tmp_path):
+    sweep = load_sweep()
     epochs, samples = 30, 200
-    results = sweep.sweep(["--eta", "0.1", "1e4", "--lam", "0", "0.9", "--seeds", "1",
+    results = sweep.sweep(["--eta", "0.1", "1e4", "--lam", "0", "0.9", "--seeds", "0",
                            "--epochs", str(epochs), "--samples", str(samples),
-                           "--log-every", "5", "--logdir", str(tmp_path)])
-    names = sorted(p.name for p in tmp_path.iterdir())
+                           "--log-every", "5", "--log-dir", str(tmp_path)])
+    names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert names == ["eta0.1_lam0.9_seed0", "eta0.1_lam0_seed0",
                      "eta10000_lam0.9_seed0", "eta10000_lam0_seed0"]
     assert len(results) == 4
@@ -68,15 +67,15 @@ def test_tiny_sweep(tmp_path, monkeypatch):
             assert scalars["cost/train"][-1][0] < epochs
 
 
-def test_sweep_run_reproduces_a_plain_sgd_run(tmp_path, monkeypatch):
+def test_sweep_run_reproduces_a_plain_sgd_run(tmp_path):
     """A sweep run's final costs equal those of the same training written
     with scratchnet directly (same seed for data and weights)."""
-    sweep = load_sweep(monkeypatch)
-    (r,) = sweep.sweep(["--eta", "0.1", "--lam", "0.9", "--seeds", "1", "--epochs", "12",
-                        "--samples", "100", "--log-every", "4", "--logdir", str(tmp_path)])
+    sweep = load_sweep()
+    (r,) = sweep.sweep(["--eta", "0.1", "--lam", "0.9", "--seeds", "0", "--epochs", "12",
+                        "--samples", "100", "--log-every", "4", "--log-dir", str(tmp_path)])
     rng = np.random.default_rng(0)
-    x, y = sweep.regression_data(100, rng)
-    x_test, y_test = sweep.regression_data(100, rng)
+    x, y = sweep.common.series_data(100, rng)
+    x_test, y_test = sweep.common.series_data(100, rng)
     net = sn.inference_network(4, [sn.fully_connected(32, sn.sigmoid),
                                    sn.fully_connected(16, sn.tanh),
                                    sn.fully_connected(1, sn.linear)], seed=0)
@@ -88,9 +87,41 @@ def test_sweep_run_reproduces_a_plain_sgd_run(tmp_path, monkeypatch):
     assert r["final/diverged"] == 0.0
 
 
-def test_sweep_refuses_bad_options(tmp_path, monkeypatch, capsys):
-    sweep = load_sweep(monkeypatch)
+def test_sweep_refuses_bad_options(tmp_path, capsys):
+    sweep = load_sweep()
     with pytest.raises(SystemExit):
-        sweep.sweep(["--eta", "0", "--logdir", str(tmp_path)])
-    assert "--eta must be > 0" in capsys.readouterr().err
+        sweep.sweep(["--eta", "0", "--log-dir", str(tmp_path)])
+    assert "argument --eta: expected a number > 0, got '0'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_seeds_are_a_list_and_the_summary_is_saved(tmp_path, capsys):
+    """``--seeds 3 5`` runs seeds 3 and 5 (not five seeds); the printed
+    table is saved in the run folder under the command line."""
+    sweep = load_sweep()
+    results = sweep.sweep(["--eta", "0.1", "--lam", "0", "--seeds", "3", "5", "--epochs", "2",
+                           "--samples", "20", "--log-every", "1", "--log-dir", str(tmp_path)])
+    assert [r["seed"] for r in results] == [3, 5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "eta0.1_lam0_seed3", "eta0.1_lam0_seed5", "summary.md"]
+    out = capsys.readouterr().out
+    summary = (tmp_path / "summary.md").read_text()
+    assert "$ python scripts/sweep.py --eta 0.1 --lam 0 --seeds 3 5" in summary
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(table) == 4 and all(line in summary for line in table)
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path, capsys):
+    """Two runs into one folder would stack on the same steps: the second
+    is refused before it writes anything."""
+    sweep = load_sweep()
+    args = ["--eta", "0.1", "--lam", "0", "--seeds", "0", "--epochs", "2", "--samples", "20",
+            "--log-dir", str(tmp_path)]
+    sweep.sweep(args)
+    before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        sweep.sweep(args)
+    err = capsys.readouterr().err
+    assert f"argument --log-dir: {tmp_path} already holds a TensorBoard run" in err
+    assert sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
