@@ -150,14 +150,15 @@ def test_no_graphs_off_cuda():
 
 
 def test_guarded_calls_capture_one_graph_per_chunk_shape():
-    """With the guard on (16-epoch chunks with cost slots) the schedule of
-    train_both captures 7 graphs: the count the CUDA test below expects."""
+    """With the guard on (chunks of 32 epochs at n = 300, see
+    guard.automatic_every, with cost slots) the schedule of train_both
+    captures 6 graphs: the count the CUDA test below expects."""
     (_, _, _), (graph, _, _) = train_both("cpu", fake_runner, guard=True)
     assert graph.runner.captures == GUARDED_CAPTURES
 
 
 #: Graphs train_both captures with the guard on, counted with the stand-in.
-GUARDED_CAPTURES = 7
+GUARDED_CAPTURES = 6
 
 
 # ------------------------------------------------------------ real CUDA

@@ -60,15 +60,29 @@ def test_restores_the_last_verified_state_exactly(device, every, at, epochs):
 
 
 def test_default_guard_every_restores_the_last_multiple_of_16(device):
-    """The default checks every 16 epochs (see README, guard overhead): a
-    blow-up in update 40 is detected at epoch 41 and θ_32 comes back."""
-    x, y = regression_data(32)
+    """The default checks every 16 epochs when an epoch is large enough
+    (n = 2000: 16 epochs hold 63M multiply-adds): a blow-up in update 40 is
+    detected at epoch 41 and θ_32 comes back."""
+    x, y = regression_data(2000)
     train = sn.training_network(article_net(device), x)
     with pytest.raises(sn.DivergenceError) as info:
         sn.sgd(train, y, sn.quadratic_cost, 60, Saboteur(0.1, 40))
     assert (info.value.epoch, info.value.restored_epoch, train.epoch) == (41, 32, 32)
     expected, _ = reference_params(device, x, y, [(32, 0.1)])
     np.testing.assert_array_equal(sn.to_numpy(train.net.params), expected)
+
+
+@pytest.mark.parametrize("n, every", [(2000, 16), (600, 16), (500, 32), (32, 512), (1, 16384)])
+def test_automatic_guard_every_spaces_reads_by_work(n, every):
+    """guard_every=None: 16, doubled until the chunk holds AUTO_WORK
+    multiply-adds (article network: 3 · 656 per sample and epoch), so the
+    guard's per-chunk host work stays a small part of tiny epochs."""
+    from scratchnet.monitors.guard import AUTO_WORK, automatic_every
+
+    net = article_net("cpu")
+    assert automatic_every(net, n) == every
+    per_epoch = 3 * 656 * n
+    assert every * per_epoch >= AUTO_WORK and (every == 16 or every // 2 * per_epoch < AUTO_WORK)
 
 
 def test_finite_explosion_past_guard_factor(device):

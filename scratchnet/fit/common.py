@@ -83,12 +83,13 @@ def parse_plan(cost, epochs, hyper, call: str) -> tuple[list[tuple[int, object]]
     return [(check.check_int("epochs", epochs, 0), as_optimizer(hyper))], True
 
 
-def build_monitors(*, schedule, net, train=None, monitors=(), log_dir=None, test=None,
-                   log_every=1, hist_every=None, guard=True, guard_factor=1e3, guard_every=16,
+def build_monitors(*, schedule, net, samples, train=None, monitors=(), log_dir=None, test=None,
+                   log_every=1, hist_every=None, guard=True, guard_factor=1e3, guard_every=None,
                    on_divergence="raise", max_backoffs=5, checkpoint=None,
                    checkpoint_every=None, progress=False, progress_desc="training") -> list:
     """Validate every monitor keyword (nothing is allocated) and return the
-    monitors in the order they see each chunk: the logger first (a chunk is
+    monitors in the order they see each chunk (``samples``: per epoch, for
+    the guard's automatic ``guard_every``): the logger first (a chunk is
     logged, explosion included, before the guard can stop training), then
     the guard (which restores before the caller's monitors see a chunk),
     the caller's monitors, the checkpointer, the progress bar."""
@@ -99,7 +100,7 @@ def build_monitors(*, schedule, net, train=None, monitors=(), log_dir=None, test
                                    log_every=log_every, hist_every=hist_every)
     watch = Guard.build(guard, factor=guard_factor, every=guard_every,
                         on_divergence=on_divergence, max_backoffs=max_backoffs,
-                        optimizers=[opt for _, opt in schedule])
+                        optimizers=[opt for _, opt in schedule], net=net, samples=samples)
     saver = Checkpointer.build(checkpoint, checkpoint_every, watch)
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected True or False, got {progress!r}")

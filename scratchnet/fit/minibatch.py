@@ -27,7 +27,7 @@ from .driver import Driver
 def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
           shuffle: bool = True, seed: int | None = None, distributed=False, monitors=(),
           log_dir=None, test=None, log_every=1, hist_every=None, guard=True, guard_factor=1e3,
-          guard_every=16, on_divergence="raise", max_backoffs=5, checkpoint=None,
+          guard_every=None, on_divergence="raise", max_backoffs=5, checkpoint=None,
           checkpoint_every=None, progress=False, **unknown):
     """Train ``net`` on samples ``x`` (N, in_dim) and targets ``y``
     (N, out_dim), rows are samples, in mini-batches of ``batch_size``.
@@ -91,7 +91,7 @@ def train(net: Network, x, y, cost, epochs, hyper=None, *, batch_size: int = 32,
     if seed is not None:
         check.check_int("seed", seed, 0)
     found = build_monitors(
-        schedule=schedule, net=net, monitors=monitors, log_dir=log_dir, test=test,
+        schedule=schedule, net=net, samples=n, monitors=monitors, log_dir=log_dir, test=test,
         log_every=log_every, hist_every=hist_every, guard=guard, guard_factor=guard_factor,
         guard_every=guard_every, on_divergence=on_divergence, max_backoffs=max_backoffs,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,

@@ -27,7 +27,7 @@ from .driver import Driver
 @torch.no_grad()
 def sgd(training: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), log_dir=None,
         test=None, log_every=1, hist_every=None, guard=True, guard_factor=1e3,
-        guard_every=16, on_divergence="raise", max_backoffs=5, checkpoint=None,
+        guard_every=None, on_divergence="raise", max_backoffs=5, checkpoint=None,
         checkpoint_every=None, progress=False, **unknown):
     """Train ``training`` (a :func:`~scratchnet.training_network`) towards
     targets ``y`` (n, out_dim) on ``cost``.
@@ -57,8 +57,10 @@ def sgd(training: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), 
     restored and :class:`~scratchnet.DivergenceError` is raised;
     ``on_divergence="backoff"`` halves η instead (at most ``max_backoffs``
     times) and trains the lost epochs again.  ``guard_every``: epochs
-    between the guard's reads and snapshots.  ``guard=False`` lets a run
-    explode.
+    between the guard's reads and snapshots; None (the default) picks 16, or
+    more when epochs are tiny (:func:`scratchnet.monitors.guard.automatic_every`),
+    so that the guard costs a few percent at most.  ``guard=False`` lets a
+    run explode.
 
     ``checkpoint``: a path; ``training`` is saved there (atomically,
     :func:`~scratchnet.save`) every ``checkpoint_every`` epochs (a state the
@@ -80,8 +82,8 @@ def sgd(training: TrainingNetwork, y, cost, epochs, hyper=None, *, monitors=(), 
     y = check.matrix("y", y, train.backend, cols=train.net.out_dim, rows=train.n)
     cost.check(train.net, y)
     found = build_monitors(
-        schedule=schedule, net=train.net, train=train, monitors=monitors, log_dir=log_dir,
-        test=test, log_every=log_every, hist_every=hist_every, guard=guard,
+        schedule=schedule, net=train.net, samples=train.n, train=train, monitors=monitors,
+        log_dir=log_dir, test=test, log_every=log_every, hist_every=hist_every, guard=guard,
         guard_factor=guard_factor, guard_every=guard_every, on_divergence=on_divergence,
         max_backoffs=max_backoffs, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         progress=progress, progress_desc="sgd")

@@ -30,9 +30,14 @@ The last update of a schedule entry is not followed by a forward pass, so
 at the end of each entry the guard also checks Σθ² is finite (one reduction
 of the parameters and one read): NaN weights are never handed back.
 
-``guard_every`` (default 16) is the number of epochs between reads and
-snapshots: every epoch's cost is still checked, in chunks of that many
-epochs (docs/reliability.md measures what that costs).
+``guard_every`` is the number of epochs between reads and snapshots: every
+epoch's cost is still checked, in chunks of that many epochs.  Each chunk
+costs the host a read, a Python check and a snapshot, a few µs whatever
+the network: against an epoch of a few µs (a small network on the native
+runner) that is everything.  So the default, ``None``, picks 16 epochs, or
+the smallest power of two above it whose epochs hold :data:`AUTO_WORK`
+multiply-adds (:func:`automatic_every`): per chunk the guard then costs a
+few percent of the training at most (docs/reliability.md measures it).
 
 Snapshots are ``backend.copy_`` of ``net.params`` (one flat array) and of
 every optimizer state buffer in ``train.state`` into buffers the training
@@ -66,6 +71,21 @@ from .. import validation as check
 from .base import Monitor, Rewind
 
 ON_DIVERGENCE = ("raise", "backoff")
+
+#: Multiply-adds of training the automatic ``guard_every`` puts between two
+#: reads: about a millisecond of one CPU core.
+AUTO_WORK = 2**24
+
+
+def automatic_every(net, samples: int) -> int:
+    """The default ``guard_every`` for ``net`` trained on ``samples`` per
+    epoch: 16, doubled while 16·2ᵏ epochs hold fewer than :data:`AUTO_WORK`
+    multiply-adds (an epoch is ~3 products per layer: forward, ∇W, ∇a)."""
+    per_epoch = 3 * samples * sum(layer.in_dim * layer.out_dim for layer in net.layers)
+    every = 16
+    while every * per_epoch < AUTO_WORK:
+        every *= 2
+    return every
 
 
 class DivergenceError(FloatingPointError):
@@ -114,7 +134,7 @@ class Guard(Monitor):
     :func:`~scratchnet.train` build one from their ``guard*`` keywords
     (see the module docstring)."""
 
-    def __init__(self, *, factor=1e3, every=16, on_divergence="raise", max_backoffs=5):
+    def __init__(self, *, factor=1e3, every: int = 16, on_divergence="raise", max_backoffs=5):
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
             raise TypeError(f"guard_factor: expected a number > 1, got {factor!r}")
         if math.isnan(factor) or factor <= 1:
@@ -131,10 +151,14 @@ class Guard(Monitor):
 
     @classmethod
     def build(cls, guard, *, factor, every, on_divergence, max_backoffs,
-              optimizers) -> Guard | None:
-        """Validate the guard keywords; None when ``guard`` is False."""
+              optimizers, net, samples: int) -> Guard | None:
+        """Validate the guard keywords; None when ``guard`` is False.
+        ``every=None`` is :func:`automatic_every` for ``net`` on ``samples``
+        samples per epoch."""
         if not isinstance(guard, bool):
             raise TypeError(f"guard: expected True or False, got {guard!r}")
+        if every is None:
+            every = automatic_every(net, samples)
         made = cls(factor=factor, every=every, on_divergence=on_divergence,
                    max_backoffs=max_backoffs)
         if made.on_divergence == "backoff":
