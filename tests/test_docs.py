@@ -1,4 +1,4 @@
-"""Every ```python block of the documentation runs as written and prints
+"""Every ```python block of README.md and docs/ runs as written and prints
 what its page says (``scripts/run_docs.py``), and the runner itself fails
 when a page is wrong."""
 
@@ -24,13 +24,13 @@ SLOW_PAGES: set[str] = {"series/10-the-backward-pass.md", "series/15-weight-deca
 
 def _pages():
     params = []
-    for page in sorted((ROOT / "docs").rglob("*.md")):
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         try:
             if not run_docs.parse_page(page.read_text(encoding="utf-8")):
                 continue   # nothing to run
         except ValueError:
             pass           # a malformed page is collected: its run reports why
-        name = page.relative_to(ROOT / "docs").as_posix()
+        name = page.relative_to(ROOT / "docs").as_posix() if page.parent != ROOT else page.name
         marks = [pytest.mark.slow] if name in SLOW_PAGES else []
         params.append(pytest.param(page, id=name, marks=marks))
     return params
