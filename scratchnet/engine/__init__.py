@@ -13,7 +13,10 @@ choose between them:
 * a CPU network of float32 or float64 trains on the native runner
   (``native/``), which falls back to the reference step, call by call, for
   a cost or optimizer it does not know (a user's own classes) and for
-  data-parallel training;
+  data-parallel training.  The native runner uses one thread, so a network
+  whose products are large enough for several (``threads.py``: largest
+  product ≥ ``SMALL_PRODUCT`` and more than one thread allowed) stays on
+  the reference runner and torch's multi-threaded BLAS;
 * everything else (OpenCL, other plugins, the native kernels unavailable)
   trains on the reference runners.
 
@@ -29,9 +32,12 @@ from __future__ import annotations
 import os
 import warnings
 
+import torch
+
 from .base import EpochRunner
 from .cuda_graph import GraphRunner, graphs_enabled
 from .reference import FullBatch, MiniBatch
+from .threads import automatic_threads, get_num_threads
 
 #: Environment variable that picks the CPU epoch runner.
 RUNNER_ENV = "SCRATCHNET_RUNNER"
@@ -49,16 +55,27 @@ def requested_runner() -> str:
     return raw
 
 
-def _native_module(net):
-    """The native package when it should train ``net``, else None.  A
-    failed build warns once per process (auto) or raises (native)."""
+def _multithreaded(net, n: int) -> bool:
+    """True when an epoch on ``n`` samples would run on several threads
+    (``threads.py``'s rule, or the user's setting)."""
+    requested = get_num_threads()
+    if requested is not None:
+        return requested > 1
+    product = max(layer.out_dim * layer.in_dim for layer in net.layers) * n
+    return automatic_threads(product) is None and torch.get_num_threads() > 1
+
+
+def _native_module(net, n: int):
+    """The native package when it should train ``net`` on batches of
+    ``n``, else None.  A failed build warns once per process (auto) or
+    raises (native)."""
     global _warned
     mode = requested_runner()
     if mode == "reference":
         return None
     from . import native
 
-    if native.supports_network(net) is not None:
+    if native.supports_network(net) is not None or _multithreaded(net, n):
         return None
     try:
         native.load()
@@ -81,7 +98,7 @@ def runner_for(train) -> EpochRunner:
         if graphs_enabled(train.backend):
             train.runner = GraphRunner(train)
         else:
-            native = _native_module(train.net)
+            native = _native_module(train.net, train.n)
             train.runner = FullBatch(train) if native is None else native.NativeFullBatch(train)
     return train.runner
 
@@ -91,7 +108,7 @@ def minibatch_runner(net, x, y, batch_size: int, *, shuffle: bool = True,
     """A mini-batch runner for one ``train`` call (the caller closes it).
     ``parallel``: the data-parallel setup of ``nn.distributed.data_parallel``."""
     if parallel is None:
-        native = _native_module(net)
+        native = _native_module(net, min(batch_size, int(x.shape[0])))
         kind = MiniBatch if native is None else native.NativeMiniBatch
         return kind(net, x, y, batch_size, shuffle=shuffle, seed=seed)
     return MiniBatch(net, x, y, batch_size, shuffle=shuffle, seed=seed,
