@@ -305,6 +305,31 @@ def test_runner_choice(monkeypatch):
         runner_for(sn.training_network(article(), x))
 
 
+def test_large_multithreaded_products_stay_on_the_reference_runner(monkeypatch):
+    """The native runner has one thread: where the largest product reaches
+    SMALL_PRODUCT and several threads are allowed, torch's BLAS keeps it;
+    with one thread, or below SMALL_PRODUCT whatever the setting, native."""
+    import scratchnet.engine as engine
+
+    x, _ = regression_data(50)
+    product = 32 * 16 * 50   # the article network's largest product at n = 50
+    # (SMALL_PRODUCT, sn.set_num_threads, torch's threads) -> runner
+    cases = [(product, 2, 1, FullBatch), (product, 1, 2, NativeFullBatch),
+             (product, None, 2, FullBatch), (product, None, 1, NativeFullBatch),
+             (product + 1, 2, 2, NativeFullBatch)]
+    for limit, threads, torch_threads, kind in cases:
+        monkeypatch.setattr(engine, "SMALL_PRODUCT", limit)
+        sn.set_num_threads(threads)
+        torch.set_num_threads(torch_threads)
+        try:
+            train = sn.training_network(article(), x)
+            assert type(runner_for(train)) is kind, (limit, threads, torch_threads)
+            train.close()
+        finally:
+            sn.set_num_threads(None)
+            torch.set_num_threads(1)
+
+
 def test_chunked_calls_equal_one_call(monkeypatch):
     """Cut into one-epoch calls (as a slow epoch would be, to answer Ctrl-C
     quickly) a run gives the same bits, and train.epoch counts every epoch."""

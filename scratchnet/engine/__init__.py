@@ -37,7 +37,7 @@ import torch
 from .base import EpochRunner
 from .cuda_graph import GraphRunner, graphs_enabled
 from .reference import FullBatch, MiniBatch
-from .threads import automatic_threads, get_num_threads
+from .threads import SMALL_PRODUCT, get_num_threads
 
 #: Environment variable that picks the CPU epoch runner.
 RUNNER_ENV = "SCRATCHNET_RUNNER"
@@ -56,13 +56,15 @@ def requested_runner() -> str:
 
 
 def _multithreaded(net, n: int) -> bool:
-    """True when an epoch on ``n`` samples would run on several threads
-    (``threads.py``'s rule, or the user's setting)."""
-    requested = get_num_threads()
-    if requested is not None:
-        return requested > 1
+    """True when an epoch on ``n`` samples is large enough for several
+    threads (largest product ≥ ``SMALL_PRODUCT``) and would get them (the
+    user's setting, else torch's).  Below that one native thread is faster
+    than any number of reference ones, whatever the setting."""
     product = max(layer.out_dim * layer.in_dim for layer in net.layers) * n
-    return automatic_threads(product) is None and torch.get_num_threads() > 1
+    if product < SMALL_PRODUCT:
+        return False
+    requested = get_num_threads()
+    return (requested if requested is not None else torch.get_num_threads()) > 1
 
 
 def _native_module(net, n: int):
