@@ -515,6 +515,26 @@ class GemmProbe:
             self.be.release(a)
 
 
+class FmaProbe:
+    """The core's vector FMA throughput (the native kernels' ``sn_fma_peak``:
+    16 independent FMA chains, no memory): the hardware ceiling for one
+    thread, beside the GEMM rate (which is what a BLAS library reaches)."""
+
+    def __init__(self):
+        from scratchnet.engine.native import load
+
+        self.lib = load()
+        self.gflops()
+
+    def gflops(self) -> float:
+        best = 0.0
+        for _ in range(2):
+            start = time.perf_counter()
+            flops = self.lib.sn_fma_peak(1_000_000)
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+        return best
+
+
 def progress(total: int, desc: str):
     from tqdm import tqdm
 
@@ -615,16 +635,19 @@ def mode_jax(args, meta) -> list[dict]:
         agree = check(makers, check_epochs(dims, n, args), args.tolerance)
         live = {name: make() for name, make in makers.items()}
         probe = GemmProbe("cpu", args.peak_size)
+        fma = FmaProbe()
         times = interleave({k: v.epochs for k, v in live.items()}, args, f"jax n={n}",
-                           extra=probe.gflops)
+                           extra=lambda probe=probe, fma=fma: (probe.gflops(), fma.gflops()))
         probe.close()
         flops = product_flops(dims, n)
         gflops = [flops / t / 1e6 for t in times["scratchnet"]["wall"]]
-        fraction = med([g / p for g, p in zip(gflops, times["extra"])])
+        gemm = [g for g, _ in times["extra"]]
+        peak = [p for _, p in times["extra"]]
         r = {"n": n, "runner": live["scratchnet"].runner, "agree": agree,
              "times": {k: v for k, v in times.items() if k != "extra"},
-             "gemm_gflops": times["extra"], "scratchnet_gflops": med(gflops),
-             "of_gemm": fraction,
+             "gemm_gflops": gemm, "fma_gflops": peak, "scratchnet_gflops": med(gflops),
+             "of_gemm": med([g / p for g, p in zip(gflops, gemm)]),
+             "of_fma": med([g / p for g, p in zip(gflops, peak)]),
              "guard_cost": ratio(times, "scratchnet", "scratchnet guard=False") - 1,
              "guard_cost_cpu": ratio(times, "scratchnet", "scratchnet guard=False", "cpu") - 1,
              "pytorch_over_scratchnet": ratio(times, "PyTorch", "scratchnet")}
@@ -637,7 +660,7 @@ def mode_jax(args, meta) -> list[dict]:
           f"{args.reps} interleaved repetitions; ms per epoch")
     header = ["n", "scratchnet", "JAX", "PyTorch", "JAX / scratchnet", "PyTorch / scratchnet",
               "guard cost (wall / CPU)", "scratchnet GFLOP/s", "GEMM GFLOP/s", "of GEMM",
-              f"cost @{args.check_epochs} (agree)"]
+              "FMA peak GFLOP/s", "of peak", f"cost @{args.check_epochs} (agree)"]
     rows = []
     for r in results:
         t = r["times"]
@@ -650,7 +673,8 @@ def mode_jax(args, meta) -> list[dict]:
                      f"{r['pytorch_over_scratchnet']:.2f}",
                      f"{100 * r['guard_cost']:+.1f}% / {100 * r['guard_cost_cpu']:+.1f}%",
                      f"{r['scratchnet_gflops']:.1f}", f"{med(r['gemm_gflops']):.1f}",
-                     f"{100 * r['of_gemm']:.0f}%", costs])
+                     f"{100 * r['of_gemm']:.0f}%", f"{med(r['fma_gflops']):.0f}",
+                     f"{100 * r['of_fma']:.0f}%", costs])
     print(table(header, rows))
     return results
 
@@ -778,6 +802,13 @@ def mode_pytorch(args, meta) -> list[dict]:
     default_threads = torch.get_num_threads()
     results = []
     for device in devices:
+        try:
+            initial_net((4, 2, 1), ("tanh", "linear"), 0, device).close()
+        except Exception as exc:   # e.g. an OpenCL device whose compiler fails here
+            lines = str(exc).strip().splitlines() or [""]
+            why = next((ln for ln in lines if "error:" in ln), lines[-1]).strip()
+            print(f"# {device} skipped: {type(exc).__name__}: {why}", flush=True)
+            continue
         for workload in args.workloads.split(","):
             dims, acts, own_sizes, eta = WORKLOADS[workload]
             for n in sizes or own_sizes:
@@ -825,30 +856,36 @@ def mode_pytorch(args, meta) -> list[dict]:
                 for obj in live.values():
                     obj.close()
                 torch.set_num_threads(default_threads)
+                print(table(PYTORCH_HEADER, [pytorch_row(results[-1])]).splitlines()[-1],
+                      file=sys.stderr, flush=True)   # as it comes, in case of a crash later
     print(f"\nmedians of {args.reps} interleaved repetitions; speed-up = PyTorch / scratchnet; "
           f"peak / it = the GEMM rate over scratchnet's product rate")
-    header = ["device", "network", "n", "thr", "runner", "scratchnet ms/epoch",
-              "PyTorch ms/epoch", "speed-up", "scratchnet GFLOP/s", "peak / it",
-              "cost (scratchnet / PyTorch, epoch)"]
-    rows = []
-    for r in results:
-        base = f" on {r['baseline_device']}" if r["baseline_device"] != r["device"] else ""
-        flag = "" if r["costs_agree"] else " **DIFFER**"
-        rows.append([r["device"], r["workload"], f"{r['n']:,}", r["threads"],
-                     r["runner"].split(" (")[0],
-                     f"{fmt(r['scratchnet_ms'])} (±{50 * r['scratchnet_spread']:.0f}%)",
-                     f"{fmt(r['baseline_ms'])} (±{50 * r['baseline_spread']:.0f}%){base}",
-                     f"**{r['speedup']:.2f}×**", f"{r['scratchnet_gflops']:.1f}",
-                     f"{r['peak_over_scratchnet']:.2f}",
-                     f"{r['cost_scratchnet']:.6g} / {r['cost_baseline']:.6g} "
-                     f"@{r['check_epochs']}{flag}"])
-    print(table(header, rows))
+    print(table(PYTORCH_HEADER, [pytorch_row(r) for r in results]))
     print("GEMM rates (GFLOP/s, median per case): " + ", ".join(
         f"{r['device']} {r['workload']} n={r['n']} ({r['threads']} thr) {r['peak_gflops']:.0f}"
         for r in results))
     if args.plot:
         plot(results, args.plot)
     return results
+
+
+PYTORCH_HEADER = ["device", "network", "n", "thr", "runner", "scratchnet ms/epoch",
+                  "PyTorch ms/epoch", "speed-up", "scratchnet GFLOP/s", "peak / it",
+                  "cost (scratchnet / PyTorch, epoch)"]
+
+
+def pytorch_row(r: dict) -> list:
+    """One line of the PyTorch table."""
+    base = f" on {r['baseline_device']}" if r["baseline_device"] != r["device"] else ""
+    flag = "" if r["costs_agree"] else " **DIFFER**"
+    return [r["device"], r["workload"], f"{r['n']:,}", r["threads"],
+            r["runner"].split(" (")[0],
+            f"{fmt(r['scratchnet_ms'])} (±{50 * r['scratchnet_spread']:.0f}%)",
+            f"{fmt(r['baseline_ms'])} (±{50 * r['baseline_spread']:.0f}%){base}",
+            f"**{r['speedup']:.2f}×**", f"{r['scratchnet_gflops']:.1f}",
+            f"{r['peak_over_scratchnet']:.2f}",
+            f"{r['cost_scratchnet']:.6g} / {r['cost_baseline']:.6g} "
+            f"@{r['check_epochs']}{flag}"]
 
 
 def plot(results, path):

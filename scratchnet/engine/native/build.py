@@ -173,3 +173,5 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sn_math.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                             ctypes.c_int64]
     lib.sn_math.restype = ctypes.c_int
+    lib.sn_fma_peak.argtypes = [ctypes.c_int64]
+    lib.sn_fma_peak.restype = ctypes.c_int64

@@ -838,6 +838,24 @@ template <class T> void math(int64_t fn, const T *in, T *out, int64_t n) {
 
 extern "C" {
 
+// The core's fused multiply-add throughput: `iters` rounds of 16
+// independent vector FMA chains (enough to cover the FMA latency on every
+// current core), no memory traffic.  Returns the flops done; the caller
+// times it (benchmark.py: the hardware's ceiling beside the GEMM rate).
+int64_t sn_fma_peak(int64_t iters) {
+    constexpr int C = 16;
+    vf acc[C];
+    for (int c = 0; c < C; c++) acc[c] = splat<vf>(1.0f + c * 1e-3f);
+    const vf a = splat<vf>(0.999999f), b = splat<vf>(1e-7f);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < C; c++) acc[c] = vfma(acc[c], a, b);
+    vf sum{};
+    for (int c = 0; c < C; c++) sum += acc[c];
+    volatile float sink = hsum<float>(sum);
+    (void)sink;
+    return iters * C * (int64_t)(sizeof(vf) / sizeof(float)) * 2;
+}
+
 // Elementwise functions on n numbers (fn: 0 exp, 1 log, 2 sigmoid, 3 tanh,
 // 4 relu, 5 elu, 6 ln(1 - x)): the kernels' own, for the accuracy tests.
 int sn_math(int64_t fn, int64_t dtype, const void *in, void *out, int64_t n) {
