@@ -53,6 +53,11 @@
 #define SN_REGS 16
 #endif
 
+// The small helpers below must be inlined: a call with vector registers
+// live makes the caller spill every one of them (all are caller-saved),
+// and a reduction through a pointer puts the accumulators in memory.
+#define SN_INLINE inline __attribute__((always_inline))
+
 typedef float vf __attribute__((vector_size(SN_VBYTES)));
 typedef double vd __attribute__((vector_size(SN_VBYTES)));
 typedef int32_t vi32 __attribute__((vector_size(SN_VBYTES)));
@@ -75,15 +80,15 @@ template <> struct Vec<double> {
 };
 
 // ------------------------------------------------------------ vector basics
-template <class V, class T> inline V load(const T *p) {
+template <class V, class T> SN_INLINE V load(const T *p) {
     V v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
-template <class V, class T> inline void store(T *p, V v) { std::memcpy(p, &v, sizeof v); }
-template <class V, class T> inline V splat(T x) { return V{} + x; }
+template <class V, class T> SN_INLINE void store(T *p, V v) { std::memcpy(p, &v, sizeof v); }
+template <class V, class T> SN_INLINE V splat(T x) { return V{} + x; }
 
-inline vf vfma(vf a, vf b, vf c) {   // a*b + c, rounded once
+SN_INLINE vf vfma(vf a, vf b, vf c) {   // a*b + c, rounded once
 #if SN_VBYTES == 64
     return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif SN_VBYTES == 32 && defined(__FMA__)
@@ -96,7 +101,7 @@ inline vf vfma(vf a, vf b, vf c) {   // a*b + c, rounded once
     return a * b + c;
 #endif
 }
-inline vd vfma(vd a, vd b, vd c) {
+SN_INLINE vd vfma(vd a, vd b, vd c) {
 #if SN_VBYTES == 64
     return (vd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
 #elif SN_VBYTES == 32 && defined(__FMA__)
@@ -109,14 +114,14 @@ inline vd vfma(vd a, vd b, vd c) {
     return a * b + c;
 #endif
 }
-inline float sfma(float a, float b, float c) {
+SN_INLINE float sfma(float a, float b, float c) {
 #if defined(__FMA__) || defined(__aarch64__)
     return std::fma(a, b, c);
 #else
     return a * b + c;
 #endif
 }
-inline double sfma(double a, double b, double c) {
+SN_INLINE double sfma(double a, double b, double c) {
 #if defined(__FMA__) || defined(__aarch64__)
     return std::fma(a, b, c);
 #else
@@ -124,14 +129,14 @@ inline double sfma(double a, double b, double c) {
 #endif
 }
 
-template <class V> inline V vsqrt(V x) {
+template <class V> SN_INLINE V vsqrt(V x) {
     V r;
     for (unsigned k = 0; k < sizeof(V) / sizeof(x[0]); k++) r[k] = std::sqrt(x[k]);
     return r;
 }
 
 // The sum of a vector's lanes, halving the width each step.
-template <class T> inline T hsum(typename Vec<T>::V v) {
+template <class T> SN_INLINE T hsum(typename Vec<T>::V v) {
     constexpr int N = Vec<T>::N;
     T lanes[N];
     std::memcpy(lanes, &v, sizeof v);
@@ -157,37 +162,36 @@ template <class T> struct Tree {
         return c < N / S ? c * S + q : 0;
     }
     template <int S, int... P>
-    static V merge(V a, V b, std::integer_sequence<int, P...>) {
+    SN_INLINE static V merge(V a, V b, std::integer_sequence<int, P...>) {
         return __builtin_shufflevector(a, b, src(P, S)...) +
                __builtin_shufflevector(a, b, (src(P, S) + S / 2)...);
     }
-    template <int S, int... P> static V fold(V a, std::integer_sequence<int, P...>) {
+    template <int S, int... P> SN_INLINE static V fold(V a, std::integer_sequence<int, P...>) {
         return __builtin_shufflevector(a, a, own(P, S)...) +
                __builtin_shufflevector(a, a, (own(P, S) + S / 2)...);
     }
-    template <int K, int S> static V reduce(V *w) {   // K vectors of chunks of S
+    template <int K, int S> SN_INLINE static V reduce(const V *w) {   // K vectors, chunks of S
         if constexpr (K == 1) {
             if constexpr (S == 1) {
                 return w[0];
             } else {
-                w[0] = fold<S>(w[0], std::make_integer_sequence<int, N>{});
-                return reduce<1, S / 2>(w);
+                V f = fold<S>(w[0], std::make_integer_sequence<int, N>{});
+                return reduce<1, S / 2>(&f);
             }
         } else {
+            V half[K / 2];
             for (int j = 0; j < K / 2; j++)
-                w[j] = merge<S>(w[2 * j], w[2 * j + 1], std::make_integer_sequence<int, N>{});
-            return reduce<K / 2, S / 2>(w);
+                half[j] = merge<S>(w[2 * j], w[2 * j + 1], std::make_integer_sequence<int, N>{});
+            return reduce<K / 2, S / 2>(half);
         }
     }
     // out[k] = the lane sum of acc[k], k < K (K a power of two)
-    template <int K> static void sums(const V *acc, T *out) {
+    template <int K> SN_INLINE static void sums(const V *acc, T *out) {
         if constexpr (K > N) {
             sums<N>(acc, out);
             sums<K - N>(acc + N, out + N);
         } else {
-            V w[K];
-            for (int k = 0; k < K; k++) w[k] = acc[k];
-            V r = reduce<K, N>(w);
+            V r = reduce<K, N>(acc);
             T lanes[N];
             std::memcpy(lanes, &r, sizeof r);
             for (int k = 0; k < K; k++) out[k] = lanes[k];
@@ -195,14 +199,26 @@ template <class T> struct Tree {
     }
 };
 
+// The same, out of line: the tiles call it with their accumulators stored
+// once, so its shuffle masks do not take registers from the tiles' loops.
+template <class T, int K>
+__attribute__((noinline)) void lane_sums(const typename Vec<T>::V *acc, T *out) {
+    Tree<T>::template sums<K>(acc, out);
+}
+
 // ------------------------------------------------------- transcendentals
 // exp(x) for float lanes: Cephes' polynomial on [-ln2/2, ln2/2] after
-// x = n ln2 + r; 2^n applied in two halves so that results down to the
-// subnormals and up to FLT_MAX come out right.  NaN stays NaN, large x
-// gives inf, very negative x gives 0.
-inline vf vexp(vf x) {
+// x = n ln2 + r, then p * 2^n.  With AVX-512 one vscalefps does the 2^n,
+// overflow to inf and underflow through the subnormals to 0; elsewhere
+// 2^n is built in two halves of the exponent field, for the same range.
+// NaN stays NaN, large x gives inf, very negative x gives 0.
+SN_INLINE vf vexp(vf x) {
+#if SN_VBYTES == 64
+    const vf hi = splat<vf>(89.0f), lo = splat<vf>(-150.0f);   // 2^128 = inf, 2^-216 = 0
+#else
     const vf hi = splat<vf>(88.72283935546875f), lo = splat<vf>(-103.97208404541016f);
-    vf xc = x > hi ? hi : x;
+#endif
+    vf xc = x > hi ? hi : x;   // comparisons are false for NaN: it passes through
     xc = xc < lo ? lo : xc;
     const vf magic = splat<vf>(12582912.0f);   // 1.5 * 2^23: rounds to an integer
     vf t = vfma(xc, splat<vf>(1.44269504088896341f), magic);
@@ -216,6 +232,9 @@ inline vf vexp(vf x) {
     p = vfma(p, r, splat<vf>(1.6666665459E-1f));
     p = vfma(p, r, splat<vf>(5.0000001201E-1f));
     p = vfma(p, r * r, r) + 1.0f;
+#if SN_VBYTES == 64
+    return (vf)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
     vi32 ni = (vi32)t - (vi32)magic;
     vi32 n1 = ni >> 1;
     vi32 n2 = ni - n1;
@@ -223,11 +242,16 @@ inline vf vexp(vf x) {
     vf y = p * s1 * s2;
     y = x > hi ? splat<vf>(INFINITY) : y;
     return x < lo ? vf{} : y;
+#endif
 }
 
 // exp(x) for double lanes: Cephes' Pade form.
-inline vd vexp(vd x) {
+SN_INLINE vd vexp(vd x) {
+#if SN_VBYTES == 64
+    const vd hi = splat<vd>(710.0), lo = splat<vd>(-1100.0);   // 2^1025 = inf, 2^-1587 = 0
+#else
     const vd hi = splat<vd>(709.782712893384), lo = splat<vd>(-745.1332191019412);
+#endif
     vd xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
     const vd magic = splat<vd>(6755399441055744.0);   // 1.5 * 2^52
@@ -246,6 +270,9 @@ inline vd vexp(vd x) {
     q = vfma(q, rr, splat<vd>(2.00000000000000000009E0));
     vd e = p / (q - p);
     e = vfma(e, splat<vd>(2.0), splat<vd>(1.0));
+#if SN_VBYTES == 64
+    return (vd)_mm512_scalef_pd((__m512d)e, (__m512d)n);
+#else
     vi64 ni = (vi64)t - (vi64)magic;
     vi64 n1 = ni >> 1;
     vi64 n2 = ni - n1;
@@ -253,11 +280,12 @@ inline vd vexp(vd x) {
     vd y = e * s1 * s2;
     y = x > hi ? splat<vd>(INFINITY) : y;
     return x < lo ? vd{} : y;
+#endif
 }
 
 // ln(x) for float lanes (Cephes' logf): x = m 2^e, m in [sqrt(1/2), sqrt 2).
 // 0 gives -inf, negative numbers and NaN give NaN, inf gives inf.
-inline vf vlog(vf x) {
+SN_INLINE vf vlog(vf x) {
     const vi32 tiny = x < splat<vf>(1.17549435e-38f);           // subnormal: scale up
     vf xs = tiny ? x * 8388608.0f : x;
     vi32 bits = (vi32)xs;
@@ -287,27 +315,27 @@ inline vf vlog(vf x) {
     r = x == splat<vf>(INFINITY) ? x : r;
     return (x < 0.0f) | (x != x) ? splat<vf>(NAN) : r;
 }
-inline vd vlog(vd x) {   // float64 costs: libm, lane by lane
+SN_INLINE vd vlog(vd x) {   // float64 costs: libm, lane by lane
     vd r;
     for (int k = 0; k < Vec<double>::N; k++) r[k] = std::log(x[k]);
     return r;
 }
 // ln(1 - a) without the cancellation of 1 - a for small a: with u = 1 - a
 // rounded, ln(u) * (-a) / (u - 1) is accurate to a few ulps (Goldberg's log1p).
-inline vf vlog1m(vf a) {
+SN_INLINE vf vlog1m(vf a) {
     vf u = 1.0f - a;
     vf r = vlog(u) * (-a / (u - 1.0f));
     r = u == 1.0f ? -a : r;
     return u == splat<vf>(INFINITY) ? u : r;
 }
-inline vd vlog1m(vd a) {   // ln(1 - a), as ATen's BCE (log1p(-a))
+SN_INLINE vd vlog1m(vd a) {   // ln(1 - a), as ATen's BCE (log1p(-a))
     vd r;
     for (int k = 0; k < Vec<double>::N; k++) r[k] = std::log1p(-a[k]);
     return r;
 }
 
 // e^x - 1 for x <= 0 (elu): Taylor near 0, where e^x - 1 would cancel.
-inline vf vexpm1(vf x) {
+SN_INLINE vf vexpm1(vf x) {
     vf p = splat<vf>(1.0f / 40320);
     p = vfma(p, x, splat<vf>(1.0f / 5040));
     p = vfma(p, x, splat<vf>(1.0f / 720));
@@ -319,7 +347,7 @@ inline vf vexpm1(vf x) {
     vf big = vexp(x) - 1.0f;
     return x < -0.35f ? big : p;
 }
-inline vd vexpm1(vd x) {
+SN_INLINE vd vexpm1(vd x) {
     vd r;
     for (int k = 0; k < Vec<double>::N; k++) r[k] = std::expm1(x[k]);
     return r;
@@ -330,10 +358,10 @@ enum Act : int64_t { SIGMOID = 0, TANH = 1, LINEAR = 2, RELU = 3, ELU = 4, SOFTM
 enum Cost : int64_t { QUADRATIC = 0, BINARY_CE = 1, CATEGORICAL_CE = 2 };
 enum Opt : int64_t { PLAIN = 0, MOMENTUM = 1, NESTEROV = 2, ADAM = 3 };
 
-template <class V> inline V sigmoid(V z) { return 1.0 / (1.0 + vexp(-z)); }
+template <class V> SN_INLINE V sigmoid(V z) { return 1.0 / (1.0 + vexp(-z)); }
 
 // a = f(z) for the elementwise activations (softmax: z, normalised later).
-template <class V> inline V act_forward(int64_t act, V z) {
+template <class V> SN_INLINE V act_forward(int64_t act, V z) {
     switch (act) {
     case SIGMOID: return sigmoid(z);
     case TANH: {   // 2 sigma(2z) - 1, as the torch backend computes it
@@ -348,7 +376,7 @@ template <class V> inline V act_forward(int64_t act, V z) {
 
 // g * f'(z), the derivative read through a = f(z) (softmax: column-wise,
 // handled by the caller).
-template <class V> inline V act_backward(int64_t act, V g, V a) {
+template <class V> SN_INLINE V act_backward(int64_t act, V g, V a) {
     switch (act) {
     case SIGMOID: return g * (1.0 - a) * a;
     case TANH: return g * (1.0 - a * a);
@@ -391,7 +419,7 @@ struct Optim {
     void *count;             // Adam: t, one element of the network's dtype
 };
 
-inline size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+SN_INLINE size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
 template <class T> struct Layout {
     // Per block: a_l for every layer, two gradient buffers (ping-pong),
@@ -445,7 +473,7 @@ constexpr int FW_RO = 4, FW_CS = 2, DW_RO = 2, DW_RI = 4;
 // vectors c0 .. c0+CS-1.  W is (rows, k) with row stride wr and column
 // stride wc (so W^T is the same code), b may be null (no bias).
 template <class T, int RO, int CS>
-inline void product_tile(const T *W, int64_t wr, int64_t wc, int64_t k, const T *b, T sign,
+SN_INLINE void product_tile(const T *W, int64_t wr, int64_t wc, int64_t k, const T *b, T sign,
                          const T *in, size_t ld, T *out, int64_t o, int64_t c0, int64_t act,
                          const T *deriv /* a of the rows: g * f'(a) instead of f */) {
     using V = typename Vec<T>::V;
@@ -508,7 +536,7 @@ void product(const T *W, int64_t wr, int64_t wc, int64_t rows, int64_t k, const 
 
 // dW[o+r][i+j] += sum_s d[o+r][s] a[i+j][s]; with DB also db[o+r] += sum_s d.
 template <class T, int RO, int RI, bool DB>
-inline void grad_tile(const T *d, const T *a, size_t ld, int64_t nv, T *dW, int64_t in, T *db,
+SN_INLINE void grad_tile(const T *d, const T *a, size_t ld, int64_t nv, T *dW, int64_t in, T *db,
                       int64_t o, int64_t i) {
     using V = typename Vec<T>::V;
     constexpr int N = Vec<T>::N;
@@ -527,11 +555,11 @@ inline void grad_tile(const T *d, const T *a, size_t ld, int64_t nv, T *dW, int6
         }
     }
     T sum[RO * RI], sumb[RO];
-    Tree<T>::template sums<RO * RI>(&acc[0][0], sum);
+    lane_sums<T, RO * RI>(&acc[0][0], sum);
     for (int r = 0; r < RO; r++)
         for (int j = 0; j < RI; j++) dW[(o + r) * in + i + j] += sum[r * RI + j];
     if (DB) {
-        Tree<T>::template sums<RO>(accb, sumb);
+        lane_sums<T, RO>(accb, sumb);
         for (int r = 0; r < RO; r++) db[o + r] += sumb[r];
     }
 }
