@@ -130,7 +130,7 @@ SN_INLINE double sfma(double a, double b, double c) {
 }
 
 template <class V> SN_INLINE V vsqrt(V x) {
-    V r;
+    V r{};
     for (unsigned k = 0; k < sizeof(V) / sizeof(x[0]); k++) r[k] = std::sqrt(x[k]);
     return r;
 }
@@ -145,6 +145,10 @@ template <class T> SN_INLINE T hsum(typename Vec<T>::V v) {
     return lanes[0];
 }
 
+#if !defined(SN_NO_SHUFFLES) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12))
+#define SN_SHUFFLES 1   // __builtin_shufflevector (GCC 12+, clang)
+#endif
+
 // The lane sums of K vectors at once (a transposing tree): K/2 + K/4 + ...
 // adds of two shuffled vectors instead of K separate reductions.  merge
 // takes two vectors holding N/S chunks of S partial sums each and returns
@@ -153,6 +157,7 @@ template <class T> struct Tree {
     using V = typename Vec<T>::V;
     static constexpr int N = Vec<T>::N;
 
+#ifdef SN_SHUFFLES
     static constexpr int src(int p, int S) {
         int c = p / (S / 2), q = p % (S / 2);
         return c < N / S ? c * S + q : N + (c - N / S) * S + q;
@@ -185,8 +190,12 @@ template <class T> struct Tree {
             return reduce<K / 2, S / 2>(half);
         }
     }
+#endif
     // out[k] = the lane sum of acc[k], k < K (K a power of two)
     template <int K> SN_INLINE static void sums(const V *acc, T *out) {
+#ifndef SN_SHUFFLES
+        for (int k = 0; k < K; k++) out[k] = hsum<T>(acc[k]);
+#else
         if constexpr (K > N) {
             sums<N>(acc, out);
             sums<K - N>(acc + N, out + N);
@@ -196,6 +205,7 @@ template <class T> struct Tree {
             std::memcpy(lanes, &r, sizeof r);
             for (int k = 0; k < K; k++) out[k] = lanes[k];
         }
+#endif
     }
 };
 
@@ -316,7 +326,7 @@ SN_INLINE vf vlog(vf x) {
     return (x < 0.0f) | (x != x) ? splat<vf>(NAN) : r;
 }
 SN_INLINE vd vlog(vd x) {   // float64 costs: libm, lane by lane
-    vd r;
+    vd r{};
     for (int k = 0; k < Vec<double>::N; k++) r[k] = std::log(x[k]);
     return r;
 }
@@ -329,7 +339,7 @@ SN_INLINE vf vlog1m(vf a) {
     return u == splat<vf>(INFINITY) ? u : r;
 }
 SN_INLINE vd vlog1m(vd a) {   // ln(1 - a), as ATen's BCE (log1p(-a))
-    vd r;
+    vd r{};
     for (int k = 0; k < Vec<double>::N; k++) r[k] = std::log1p(-a[k]);
     return r;
 }
@@ -348,7 +358,7 @@ SN_INLINE vf vexpm1(vf x) {
     return x < -0.35f ? big : p;
 }
 SN_INLINE vd vexpm1(vd x) {
-    vd r;
+    vd r{};
     for (int k = 0; k < Vec<double>::N; k++) r[k] = std::expm1(x[k]);
     return r;
 }
