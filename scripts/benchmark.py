@@ -202,12 +202,13 @@ class Scratchnet:
         elif runner == "native":
             from scratchnet.engine.native import NativeFullBatch
             from scratchnet.engine.native import runner as native_runner
-            saved = native_runner.BLOCK
-            native_runner.BLOCK = block or saved
+            saved = native_runner.BLOCK, native_runner.WORKSPACE_BYTES
+            if block:   # exactly this block size
+                native_runner.BLOCK, native_runner.WORKSPACE_BYTES = block, 1 << 62
             try:
                 self.train.runner = NativeFullBatch(self.train)
             finally:
-                native_runner.BLOCK = saved
+                native_runner.BLOCK, native_runner.WORKSPACE_BYTES = saved
         self.runner = describe(runner_for(self.train))
         self.y = torch.from_numpy(y)
 

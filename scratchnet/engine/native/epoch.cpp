@@ -228,8 +228,13 @@ SN_INLINE vf vexp(vf x) {
 #else
     const vf hi = splat<vf>(88.72283935546875f), lo = splat<vf>(-103.97208404541016f);
 #endif
+#if SN_VBYTES == 64
+    // min/max return their second operand when one is NaN: x, so NaN passes
+    vf xc = (vf)_mm512_max_ps((__m512)lo, _mm512_min_ps((__m512)hi, (__m512)x));
+#else
     vf xc = x > hi ? hi : x;   // comparisons are false for NaN: it passes through
     xc = xc < lo ? lo : xc;
+#endif
     const vf magic = splat<vf>(12582912.0f);   // 1.5 * 2^23: rounds to an integer
     vf t = vfma(xc, splat<vf>(1.44269504088896341f), magic);
     vf n = t - magic;

@@ -36,8 +36,11 @@ from .build import load
 CALL_SECONDS = 0.05
 
 #: Samples per block: a block goes forward and back through every layer
-#: while its activations stay in cache (docs/performance.md has the sweep).
-BLOCK = 256
+#: while its activations stay in cache.  Narrow networks run blocks of
+#: BLOCK, wider ones (whose block buffers would pass WORKSPACE_BYTES) of
+#: half that: the sweep in docs/performance.md (`--mode blocks`).
+BLOCK = 512
+WORKSPACE_BYTES = 512 * 1024
 
 DTYPES = {torch.float32: 0, torch.float64: 1}
 
@@ -87,6 +90,9 @@ class _Kernels:
         self._acts = (ctypes.c_int64 * len(acts))(*acts)
         self._steps = (ctypes.c_int64 * len(steps))(*steps)
         lanes = self.lib.sn_vector_bytes() // self.itemsize
+        rows = dims[0] + dims[-1] + sum(dims[1:]) + 2 * max(dims[1:]) + 1
+        if rows * block * self.itemsize > WORKSPACE_BYTES:
+            block //= 2
         block = max(lanes, -(-min(block, max(steps)) // lanes) * lanes)
         self.c_net = abi.Net(layers=len(net.layers), dims=self._dims, acts=self._acts,
                              params=_ptr(net.params), grads=_ptr(grads),
