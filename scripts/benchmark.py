@@ -50,6 +50,11 @@ profile
     The reference runner's per-operation profile (``torch.profiler``).
 aten
     Micro-benchmarks of the reference backend's kernel choices (µs per call).
+agreement
+    Not a timing: how far the native runner's costs and weights are from the
+    reference runner's after --check-epochs epochs, in ulps, over the
+    activations, costs, optimizers, full batch and mini-batches, float32 and
+    float64 (the matrix of tests/test_native.py).
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ import sys
 import time
 from functools import partial
 
-MODES = ("jax", "pytorch", "candidates", "guard", "blocks", "logging", "profile", "aten")
+MODES = ("jax", "pytorch", "candidates", "guard", "blocks", "logging", "profile", "aten",
+         "agreement")
 LAM = 0.01
 
 #: name -> (dims, activations, default sizes, η).  The wider networks
@@ -1041,6 +1047,112 @@ def mode_aten(args, meta) -> list[dict]:
     print(f"\n{torch.get_num_threads()} thread(s); µs per call, median of {args.reps}")
     print(table(["what (shape)", "alternatives: µs per call"], rows))
     return out
+
+
+AGREEMENT_NETS = {   # name -> (layers, cost, targets)
+    "article": ([(32, "sigmoid"), (16, "tanh"), (1, "linear")], "quadratic", "regression"),
+    "relu-elu": ([(24, "relu"), (12, "elu"), (1, "linear")], "quadratic", "regression"),
+    "softmax-hidden": ([(8, "tanh"), (6, "softmax"), (2, "sigmoid")], "quadratic", "unit"),
+    "softmax-quadratic": ([(12, "sigmoid"), (3, "softmax")], "quadratic", "onehot"),
+    "binary-ce": ([(16, "tanh"), (1, "sigmoid")], "cross_entropy", "binary"),
+    "categorical-ce": ([(16, "elu"), (3, "softmax")], "cross_entropy", "onehot"),
+}
+
+
+def agreement_data(kind: str, n: int, out: int, dtype):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x = rng.random((n, 4))
+    f = (np.sin(x[:, 0]) + np.cos(x[:, 1]) + np.tanh(x[:, 2]) + x[:, 3] ** 2).reshape(-1, 1)
+    if kind == "regression":
+        y = f
+    elif kind == "unit":
+        y = np.column_stack([1 / (1 + np.exp(-(f[:, 0] - 1.5) * k)) for k in range(1, out + 1)])
+    elif kind == "binary":
+        y = (f > np.median(f)).astype(np.float64)
+    else:
+        edges = np.quantile(f[:, 0], np.linspace(0, 1, out + 1)[1:-1])
+        y = np.eye(out)[np.digitize(f[:, 0], edges)]
+    return x.astype(dtype), y.astype(dtype)
+
+
+def mode_agreement(args, meta) -> list[dict]:
+    """Native against reference, both conventions' worth of the test matrix."""
+    import numpy as np
+    import torch
+
+    import scratchnet as sn
+    from scratchnet.engine import RUNNER_ENV
+
+    torch.set_num_threads(1)
+    optimizers = {"sgd": lambda: sn.SGD(0.05), "sgd-decay": lambda: sn.SGD(0.05, 0.5),
+                  "momentum": lambda: sn.SGD(0.02, 0.5, 0.8),
+                  "nesterov": lambda: sn.SGD(0.02, 0.5, 0.9, nesterov=True),
+                  "adam": lambda: sn.Adam(0.005, 0.5)}
+    costs = {"quadratic": sn.quadratic_cost, "cross_entropy": sn.cross_entropy}
+
+    class Recorder(sn.Monitor):
+        chunk = 50
+
+        def __init__(self):
+            self.costs = []
+
+        def after_chunk(self, train, first_epoch, chunk_costs):
+            self.costs.extend(chunk_costs)
+
+    def fit(mode, net_name, opt, batch, dtype, convention):
+        layers, cost, kind = AGREEMENT_NETS[net_name]
+        os.environ[RUNNER_ENV] = mode
+        net = sn.inference_network(4, [sn.fully_connected(o, a) for o, a in layers],
+                                   dtype=dtype, seed=3, convention=convention)
+        x, y = agreement_data(kind, 600 if batch is None else 203, layers[-1][0],
+                              np.float32 if dtype == torch.float32 else np.float64)
+        rec = Recorder()
+        if batch is None:
+            train = sn.training_network(net, x)
+            sn.sgd(train, y, costs[cost], args.check_epochs, optimizers[opt](), monitors=[rec])
+            train.close()
+        else:
+            sn.train(net, x, y, costs[cost], args.check_epochs, optimizers[opt](),
+                     batch_size=batch, seed=5, monitors=[rec])
+        params = sn.to_numpy(net.params).copy()
+        net.close()
+        return np.array(rec.costs), params
+
+    cases = [(name, opt, batch, dtype, "standard") for name in AGREEMENT_NETS
+             for opt in optimizers for batch in (None, 64)
+             for dtype in (torch.float32, torch.float64)]
+    cases += [("article", opt, batch, torch.float32, "series") for opt in optimizers
+              for batch in (None, 64)]
+    rows, saved = [], os.environ.get(RUNNER_ENV)
+    try:
+        with progress(len(cases), "agreement") as bar:
+            for case in cases:
+                (c_ref, p_ref), (c_nat, p_nat) = fit("reference", *case), fit("native", *case)
+                eps = torch.finfo(case[3]).eps
+                rows.append({"case": [str(v) for v in case],
+                             "first_cost_ulps": abs(c_nat[0] - c_ref[0]) / abs(c_ref[0]) / eps,
+                             "cost_ulps": float(np.abs(c_nat - c_ref).max()
+                                                / (eps * np.abs(c_ref).max())),
+                             "param_ulps": float(np.abs(p_nat - p_ref).max()
+                                                 / (eps * np.abs(p_ref).max()))})
+                bar.update()
+    finally:
+        if saved is None:
+            os.environ.pop(RUNNER_ENV, None)
+        else:
+            os.environ[RUNNER_ENV] = saved
+    print(f"\nnative against reference after {args.check_epochs} epochs, {len(rows)} cases, in "
+          f"ulps of the dtype (first cost: relative; costs and parameters: of the largest)")
+    table_rows = []
+    for key, what in [("first_cost_ulps", "first epoch's cost"), ("cost_ulps", "costs"),
+                      ("param_ulps", "parameters")]:
+        values = np.array([r[key] for r in rows])
+        table_rows.append([what, f"{np.median(values):.2f}", f"{np.percentile(values, 90):.2f}",
+                           f"{values.max():.2f}"])
+    print(table(["what", "median", "90th percentile", "largest"], table_rows))
+    return rows
 
 
 # ------------------------------------------------------------------- main
