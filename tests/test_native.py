@@ -311,6 +311,7 @@ def test_large_multithreaded_products_stay_on_the_reference_runner(monkeypatch):
     with one thread, or below SMALL_PRODUCT whatever the setting, native."""
     import scratchnet.engine as engine
 
+    monkeypatch.setenv(RUNNER_ENV, "auto")
     x, _ = regression_data(50)
     product = 32 * 16 * 50   # the article network's largest product at n = 50
     # (SMALL_PRODUCT, sn.set_num_threads, torch's threads) -> runner
@@ -368,24 +369,21 @@ def test_stop_is_seen_between_calls(monkeypatch):
     assert calls == [1, 1, 1] and train.epoch == 3
 
 
-def test_divergence_reaches_the_guard():
+def test_divergence_reaches_the_guard(monkeypatch):
     """A run that explodes writes inf/NaN costs; the guard sees them and
     raises at the epoch the reference runner raises at."""
     x, y = regression_data(200)
     seen = []
     for mode in ("reference", "native"):
-        os.environ[RUNNER_ENV] = mode
-        try:
-            train = sn.training_network(article(), x)
-            with pytest.raises(sn.DivergenceError) as err:
-                sn.sgd(train, y, sn.quadratic_cost, 400, 9.0, guard_every=4)
-            seen.append((err.value.epoch, err.value.restored_epoch))
-            rec = Recorder()
-            train2 = sn.training_network(article(), x)
-            sn.sgd(train2, y, sn.quadratic_cost, 200, 9.0, guard=False, monitors=[rec])
-            assert not np.isfinite(rec.costs[-1])
-        finally:
-            del os.environ[RUNNER_ENV]
+        monkeypatch.setenv(RUNNER_ENV, mode)
+        train = sn.training_network(article(), x)
+        with pytest.raises(sn.DivergenceError) as err:
+            sn.sgd(train, y, sn.quadratic_cost, 400, 9.0, guard_every=4)
+        seen.append((err.value.epoch, err.value.restored_epoch))
+        rec = Recorder()
+        train2 = sn.training_network(article(), x)
+        sn.sgd(train2, y, sn.quadratic_cost, 200, 9.0, guard=False, monitors=[rec])
+        assert not np.isfinite(rec.costs[-1])
     assert seen[0] == seen[1]
 
 
@@ -471,7 +469,7 @@ def test_epochs_allocate_nothing(batch):
 
 # ---------------------------------------------------------------- the build
 def _python(code: str, env: dict, cwd=ROOT) -> subprocess.CompletedProcess:
-    full = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    full = {**os.environ, RUNNER_ENV: "auto", **env, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env=full, cwd=cwd, timeout=300)
 
@@ -534,7 +532,7 @@ def test_concurrent_builds_are_atomic(tmp_path):
         """))
     fake.chmod(0o755)
     env = {**os.environ, "CXX": str(fake), "SCRATCHNET_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), RUNNER_ENV: "auto"}
     code = "from scratchnet.engine.native import load; print(load().sn_vector_bytes())"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
