@@ -464,7 +464,10 @@ def test_epochs_allocate_nothing(batch):
     allocations = [e for e in prof.events() if e.cpu_memory_usage > 0]
     assert allocations == [], [e.name for e in allocations][:10]
     assert np.isfinite(run.costs(sn.cross_entropy, 5)).all()
+    workspace = run.kernels.workspace
+    assert workspace is not None and workspace.numel() > 0
     run.close()
+    assert run.kernels.workspace is None and run.kernels.c_net.workspace is None
 
 
 # ---------------------------------------------------------------- the build

@@ -147,6 +147,13 @@ class _Kernels:
         self.lib.sn_run(self.p_net, self.p_data, self.p_opt if train else None, epochs,
                         int(record), where)
 
+    def release(self) -> None:
+        """Free the workspace now and forget every address."""
+        self.workspace = None
+        self.c_net.workspace = self.c_net.params = self.c_net.grads = None
+        self.c_data.x = self.c_data.y = None
+        self.grads = self.x = self.y = self.index = None
+
     def update(self, n: int) -> None:
         """One optimizer update from the gradient in ``grads`` (for tests)."""
         self.lib.sn_update(self.p_net, self.p_opt, n)
@@ -214,6 +221,10 @@ class NativeFullBatch(FullBatch):
         fast = _costs(self, cost, k)
         return super().costs(cost, k) if fast is None else fast
 
+    def close(self) -> None:
+        super().close()
+        self.kernels.release()
+
     def measure(self, cost) -> float:
         train = self.train
         code = cost_code(cost, train.net)
@@ -278,6 +289,12 @@ class NativeMiniBatch(MiniBatch):
     def costs(self, cost, k: int) -> list[float]:
         fast = _costs(self, cost, k, len(self.steps))
         return super().costs(cost, k) if fast is None else fast
+
+    def close(self) -> None:
+        super().close()
+        kernels = getattr(self, "kernels", None)   # absent when setup failed
+        if kernels is not None:
+            kernels.release()
 
     def measure(self, cost) -> float:
         code = cost_code(cost, self.train.net)
