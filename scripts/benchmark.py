@@ -98,7 +98,8 @@ def parse_args(argv=None):
     p.add_argument("--devices", help="comma-separated devices for --mode pytorch "
                    "(omitted: every one sn.available_devices() lists)")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help=f"comma-separated, for --mode pytorch, from {', '.join(WORKLOADS)}")
+                   help=f"comma-separated, for --mode pytorch (and --mode blocks, which "
+                   f"otherwise runs the article network), from {', '.join(WORKLOADS)}")
     p.add_argument("--sizes", help="comma-separated n (omitted: 100,1000,10000; --mode "
                    "pytorch: each workload's own; --mode blocks: also 100000; --mode "
                    "logging: 10000)")
@@ -774,25 +775,30 @@ def mode_guard(args, meta) -> list[dict]:
 def mode_blocks(args, meta) -> list[dict]:
     import torch
 
-    dims, acts, _, eta = WORKLOADS["article"]
+    workloads = args.workloads.split(",") if args.workloads != ",".join(WORKLOADS) \
+        else ["article"]
     sizes = [int(s) for s in (args.sizes or "100,1000,10000,100000").split(",")]
     blocks = [int(b) for b in args.blocks.split(",")]
     torch.set_num_threads(1)
     results = []
-    for n in sizes:
-        x, y = make_data(dims, n, args.seed)
-        runs = {b: Scratchnet(dims, acts, x, y, "cpu", args.seed, eta, runner="native",
-                              block=b, guard=False) for b in blocks}
-        times = interleave({str(b): v.epochs for b, v in runs.items()}, args, f"blocks n={n}")
-        results.append({"n": n, "times": {k: v for k, v in times.items() if k != "extra"}})
-        for obj in runs.values():
-            obj.close()
-    flops = {r["n"]: product_flops(dims, r["n"]) for r in results}
+    for workload in workloads:
+        dims, acts, _, eta = WORKLOADS[workload]
+        for n in sizes:
+            x, y = make_data(dims, n, args.seed)
+            runs = {b: Scratchnet(dims, acts, x, y, "cpu", args.seed, eta, runner="native",
+                                  block=b, guard=False) for b in blocks}
+            times = interleave({str(b): v.epochs for b, v in runs.items()}, args,
+                               f"blocks {workload} n={n}")
+            results.append({"workload": workload, "n": n, "gflop": product_flops(dims, n) / 1e9,
+                            "times": {k: v for k, v in times.items() if k != "extra"}})
+            for obj in runs.values():
+                obj.close()
     print("\nnative runner, ms per epoch by samples per block (CPU time, median; GFLOP/s)")
-    rows = [[f"{r['n']:,}"] + [f"{fmt(med(r['times'][str(b)]['cpu']))} "
-                               f"({flops[r['n']] / med(r['times'][str(b)]['cpu']) / 1e6:.0f})"
-                               for b in blocks] for r in results]
-    print(table(["n"] + [f"block {b}" for b in blocks], rows))
+    rows = [[r["workload"], f"{r['n']:,}"] + [
+        f"{fmt(med(r['times'][str(b)]['cpu']))} "
+        f"({r['gflop'] / med(r['times'][str(b)]['cpu']) * 1e3:.0f})" for b in blocks]
+        for r in results]
+    print(table(["network", "n"] + [f"block {b}" for b in blocks], rows))
     return results
 
 
