@@ -21,17 +21,75 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
-import torch
+LAYERS = ((4, 32, "sigmoid"), (32, 16, "tanh"), (16, 1, "linear"))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import opencl_kernels_bench as bench  # noqa: E402
 
-from opencl_ext.backend import OpenCLBackend  # noqa: E402
+def build(backend, n, seed=0):
+    """The article network's buffers on ``backend`` for ``n`` samples."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    sizes = [(o, i) for i, o, _ in LAYERS]
+    count = sum(o * i + o for o, i in sizes)
+    host = rng.standard_normal(count) * 0.5
+    params, grads = backend.from_host(host), backend.zeros((count,))
+    net, off = [], 0
+    for (o, i), (_, _, act) in zip(sizes, LAYERS, strict=True):
+        w, dw = backend.view(params, off, (o, i)), backend.view(grads, off, (o, i))
+        off += o * i
+        net.append(dict(w=w, dw=dw, act=act, o=o))
+    for layer in net:
+        o = layer["o"]
+        layer["b"], layer["db"] = backend.view(params, off, (o,)), backend.view(grads, off, (o,))
+        layer["bias"] = backend.bias_operand(layer["b"])  # the form linear_forward takes
+        layer["z"], layer["a"] = backend.zeros((o, n)), backend.zeros((o, n))
+        off += o
+    x = backend.from_host(rng.standard_normal((4, n)))
+    y = backend.from_host(rng.standard_normal((1, n)))
+    cost = backend.zeros((1,))
+    return net, params, grads, x, y, cost
+
+
+def epoch(backend, net, params, grads, x, y, cost, fused, eta=0.1, lam=0.01):
+    """One training epoch of the article network, contract call by call."""
+
+    def t(label):   # where a kernel-by-kernel timer would go
+        pass
+
+    n = x.shape[1]
+    a_prev = x
+    for layer in net:
+        if fused:
+            backend.linear_activation_forward(layer["act"], layer["a"], layer["w"],
+                                              layer["bias"], a_prev, 1.0)
+            t("linear+act " + layer["act"])
+        else:
+            backend.linear_forward(layer["z"], layer["w"], layer["bias"], a_prev, 1.0)
+            t("linear")
+            backend.activation_forward(layer["act"], layer["z"], layer["a"])
+            t("act " + layer["act"])
+        a_prev = layer["a"]
+    g = net[-1]["z"]
+    backend.subtract(g, net[-1]["a"], y)
+    t("subtract")
+    backend.sum_squares(g, cost)
+    t("sum_squares")
+    for idx in range(len(net) - 1, -1, -1):
+        layer = net[idx]
+        backend.activation_backward(layer["act"], layer["a"], g)
+        t("act_backward " + layer["act"])
+        below = net[idx - 1]["a"] if idx else x
+        backend.weight_gradient(layer["dw"], layer["db"], g, below)
+        t(f"weight_gradient {layer['o']}")
+        if idx:
+            g_prev = net[idx - 1]["z"]
+            backend.input_gradient(g_prev, layer["w"], g)
+            t("input_gradient")
+            g = g_prev
+    backend.axpy_(params, -eta * lam / n, params)
+    backend.axpy_(params, -eta / n, grads)
+    t("axpy x2")
 
 
 def cases(be, n, rng):
@@ -41,23 +99,34 @@ def cases(be, n, rng):
     delta, a = be.from_host(rng.standard_normal((32, n))), be.from_host(
         rng.standard_normal((16, n)))
     dw, db = be.zeros((32, 16)), be.zeros((32,))
-    state = bench.build(be, n)
+    state = build(be, n)
     return {
         "sum_squares": lambda: be.sum_squares(x, out),
         "amax": lambda: be.amax(x),
         "weight_gradient 32x16": lambda: be.weight_gradient(dw, db, delta, a),
-        "article epoch": lambda: bench.epoch(be, *state, True),
+        "article epoch": lambda: epoch(be, *state, True),
     }
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="opencl")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--reps", type=int, default=10)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--device", default="opencl", help="the OpenCL device to time")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                        help="element type")
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated n")
+    parser.add_argument("--reps", type=int, default=10, help="timed repetitions per layout")
     parser.add_argument("--calls", type=int, default=5, help="calls per timed repetition")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)   # before the heavy imports: --help is instant
+    import numpy as np
+    import torch
+
+    from opencl_ext.backend import OpenCLBackend
+
     torch.set_grad_enabled(False)
     dtype = getattr(torch, args.dtype)
     layouts = {"cpu": OpenCLBackend.open(args.device, dtype, limits={"cpu": True}),

@@ -102,9 +102,11 @@ def test_sgd_checkpoint_keyword_and_resume(device, tmp_path):
                                    sn.to_numpy(straight.net.params), rtol=1e-6, atol=1e-7)
 
 
-def test_periodic_saves_hold_only_verified_states(device, tmp_path):
+def test_periodic_saves_hold_only_verified_states(device, tmp_path, monkeypatch):
     """θ_58 becomes NaN (update 57): the guard stops; the file holds the
-    last periodic save, epoch 50, finite and equal to 50 plain epochs."""
+    last periodic save, epoch 50, finite and equal to 50 plain epochs (on
+    the reference runner, the saboteur's path, for bit equality)."""
+    monkeypatch.setenv("SCRATCHNET_RUNNER", "reference")
     x, y = regression_data(50)
     path = tmp_path / "g.ckpt"
     train = sn.training_network(article_net(device), x)

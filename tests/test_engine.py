@@ -92,7 +92,9 @@ def test_train_periodic_checkpoints_hold_verified_epochs(tmp_path, device):
 # ---------------------------------------------------------------- the guard
 class StepSaboteur(sn.SGD):
     """SGD whose ``at``-th step (counted over the whole call, 0-based)
-    writes NaN into every parameter, at most ``times`` times."""
+    writes NaN into every parameter, at most ``times`` times.  A subclass
+    of SGD trains on the reference step on every runner; the oracles below
+    take the same path through a saboteur that never fires (``at=-1``)."""
 
     def __init__(self, eta, at, times=None):
         super().__init__(eta)
@@ -123,7 +125,8 @@ def test_train_guard_raises_with_the_verified_state(device):
                  seed=5, guard_every=2)
     assert (info.value.epoch, info.value.restored_epoch) == (3, 2)
     oracle = article_net(device)
-    sn.train(oracle, x, y, sn.quadratic_cost, 2, 0.05, batch_size=16, seed=5, guard=False)
+    sn.train(oracle, x, y, sn.quadratic_cost, 2, StepSaboteur(0.05, -1), batch_size=16,
+             seed=5, guard=False)
     np.testing.assert_array_equal(params(net), params(oracle))
 
 
@@ -134,8 +137,9 @@ def test_train_guard_backs_off_and_reruns_the_lost_epochs(device):
         sn.train(net, x, y, sn.quadratic_cost, 6, StepSaboteur(0.05, 17, times=1),
                  batch_size=16, seed=5, guard_every=2, on_divergence="backoff")
     oracle = article_net(device)
-    sn.train(oracle, x, y, sn.quadratic_cost, [(2, 0.05), (4, 0.025)], batch_size=16, seed=5,
-             guard=False)
+    sn.train(oracle, x, y, sn.quadratic_cost,
+             [(2, StepSaboteur(0.05, -1)), (4, StepSaboteur(0.025, -1))], batch_size=16,
+             seed=5, guard=False)
     np.testing.assert_array_equal(params(net), params(oracle))
 
 

@@ -22,6 +22,16 @@ from helpers import Saboteur, article_net, regression_data
 import scratchnet as sn
 
 
+@pytest.fixture(autouse=True)
+def reference_runner(monkeypatch):
+    """Every run here on the reference runner: a saboteur is a subclass of
+    SGD, which the native CPU runner hands to the reference step, and the
+    guard-free oracles must take the same path to be equal bit for bit (the
+    native kernels sum in another order).  The guard is the same whatever
+    the runner; tests/test_engine.py trains it on the automatic one."""
+    monkeypatch.setenv("SCRATCHNET_RUNNER", "reference")
+
+
 def reference_params(device, x, y, schedule, seed=0):
     """Parameters after a guard-free run of ``schedule`` from the same init."""
     net = article_net(device, seed=seed)

@@ -312,3 +312,23 @@ def test_bench_distributed_reports_three_configurations(tmp_path):
     assert rows[0].split("|")[4].strip() == "1.00x"
     assert rows[2].split("|")[5].strip().endswith("%")
     assert (tmp_path / "summary.md").read_text().count("process(es)") == 3
+
+
+#: The other scripts (the benchmark, the docs runner, the OpenCL layout
+#: timer): the same rules for --help and the spellings.
+OTHERS = ["benchmark", "run_docs", "opencl_layouts"]
+
+
+@pytest.mark.parametrize("name", OTHERS)
+def test_other_scripts_help_fast_and_spelled_alike(name):
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(SCRIPTS / f"{name}.py"),
+                           "--help"], capture_output=True, text=True, cwd=ROOT, env=ENV,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "argparse" in imported
+    assert sorted(m for m in imported if m.split(".")[0] in HEAVY) == []
+    for old in ("--logdir", "--log_dir", "--devices", "--batch_size"):
+        assert old not in proc.stdout, (name, old)
+    assert set(OWNED) | set(OTHERS) | {"common"} == {p.stem for p in SCRIPTS.glob("*.py")}

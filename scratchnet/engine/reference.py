@@ -211,8 +211,7 @@ class MiniBatch(EpochRunner):
             if self.stop.requested:
                 return
             if self.shuffle:
-                np.copyto(self.order, self.identity)
-                np.random.default_rng([*self.seed, self.train.epoch]).shuffle(self.order)
+                self.permute()
                 self.backend.load_index(self.index, self.order)
             wanted = record or epoch == epochs - 1
             base = per_epoch * (epoch if record else 0)
@@ -225,6 +224,12 @@ class MiniBatch(EpochRunner):
                 tn.n_global = self.step_sizes[k]
                 step(tn, bound, optimizer, slot)
             self.train.epoch += 1
+
+    def permute(self) -> None:
+        """``order`` := the permutation of epoch ``train.epoch`` (host only),
+        from a generator seeded with (seed, rank, epoch)."""
+        np.copyto(self.order, self.identity)
+        np.random.default_rng([*self.seed, self.train.epoch]).shuffle(self.order)
 
     def _gather(self, tn: TrainingNetwork, index) -> None:
         self.backend.gather_columns(tn.x, self.x, index)
