@@ -118,8 +118,8 @@ def parse_args(argv=None):
                    "each; --mode pytorch: the count scratchnet picks)")
     p.add_argument("--peak-size", type=int, default=2048, help="GEMM size for the CPU rate")
     p.add_argument("--peak-size-gpu", type=int, default=8192, help="GEMM size on CUDA")
-    p.add_argument("--guard-every", default="1,16,64,256",
-                   help="guard_every values for --mode guard")
+    p.add_argument("--guard-every", default="auto,1,16,256",
+                   help="guard_every values for --mode guard (auto: the default, None)")
     p.add_argument("--blocks", default="64,128,256,512,1024",
                    help="samples per block for --mode blocks")
     p.add_argument("--seed", type=int, default=0, help="data and weight seed")
@@ -734,7 +734,7 @@ def mode_guard(args, meta) -> list[dict]:
     dims, acts, _, eta = WORKLOADS["article"]
     sizes = [int(s) for s in (args.sizes or "100,1000,10000").split(",")]
     torch.set_num_threads(args.threads or 1)
-    everies = [int(e) for e in args.guard_every.split(",")]
+    everies = [e if e == "auto" else int(e) for e in args.guard_every.split(",")]
     results = []
     for n in sizes:
         x, y = make_data(dims, n, args.seed)
@@ -742,9 +742,10 @@ def mode_guard(args, meta) -> list[dict]:
         for runner in ("native", "reference"):
             runs[f"{runner} guard=False"] = Scratchnet(dims, acts, x, y, "cpu", args.seed,
                                                        eta, runner=runner, guard=False)
-            for every in everies:
+            for every in everies:   # "auto": the default, guard_every=None
                 runs[f"{runner} guard_every={every}"] = Scratchnet(
-                    dims, acts, x, y, "cpu", args.seed, eta, runner=runner, guard_every=every)
+                    dims, acts, x, y, "cpu", args.seed, eta, runner=runner,
+                    guard_every=None if every == "auto" else every)
         times = interleave({k: v.epochs for k, v in runs.items()}, args, f"guard n={n}")
         row = {"n": n, "times": {k: v for k, v in times.items() if k != "extra"}}
         for name in runs:

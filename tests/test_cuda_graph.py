@@ -150,7 +150,7 @@ def test_no_graphs_off_cuda():
 
 
 def test_guarded_calls_capture_one_graph_per_chunk_shape():
-    """With the guard on (chunks of 32 epochs at n = 300, see
+    """With the guard on (chunks of 64 epochs at n = 300, see
     guard.automatic_every, with cost slots) the schedule of train_both
     captures 6 graphs: the count the CUDA test below expects."""
     (_, _, _), (graph, _, _) = train_both("cpu", fake_runner, guard=True)

@@ -256,7 +256,7 @@ def test_saves_from_another_thread_are_consistent(tmp_path):
     thread = threading.Thread(target=saver)
     thread.start()
     try:
-        sn.sgd(train, y, sn.quadratic_cost, 3000, hyper)
+        sn.sgd(train, y, sn.quadratic_cost, 3000, hyper, guard_every=16)   # many chunks
     finally:
         stop.set()
         thread.join()

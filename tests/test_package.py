@@ -3,6 +3,7 @@ MIT licence file, ``py.typed``, and the metadata a build produces."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
@@ -63,3 +64,17 @@ def test_built_metadata(tmp_path):
     assert "Typing :: Typed" in fields["Classifier"]
     assert "deep learning" in fields["Keywords"][0]
     assert fields["Requires-Python"] == [PYPROJECT["project"]["requires-python"]]
+
+
+def test_data_files_ship_with_the_package():
+    """What the package reads at run time is package data, so a wheel (not
+    only an editable install) has it: the OpenCL kernels and the native
+    runner's source, which is compiled on the user's machine."""
+    data = PYPROJECT["tool"]["setuptools"]["package-data"]
+    patterns = {"scratchnet": data["scratchnet"], "opencl_ext": data["opencl_ext"]}
+    for package, files in (("scratchnet", ["engine/native/epoch.cpp"]),
+                           ("opencl_ext", [f"kernels/{p.name}" for p in
+                                           (ROOT / "opencl_ext" / "kernels").glob("*.cl")])):
+        for name in files:
+            assert (ROOT / package / name).is_file()
+            assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns[package]), name

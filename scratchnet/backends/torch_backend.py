@@ -156,9 +156,8 @@ class TorchBackend(Backend):
         elif name == "tanh":
             # tanh z = 2σ(2z) − 1, exact in real arithmetic; in float32 the
             # absolute error is below 2.4e-7 (one ulp of 1).  ATen's CPU
-            # tanh costs ~6 sigmoids per element, so three light passes beat
-            # one heavy one: 95 vs 420 µs on 16×10,000 (README,
-            # "Performance", scripts/kernel_alternatives.py).
+            # tanh costs several sigmoids per element, so three light passes
+            # beat one heavy one (docs/performance.md; benchmark.py --mode aten).
             # (z + z, not 2.0 * z: a Python scalar operand is wrapped in a
             # freshly allocated tensor on every call.)
             torch.add(z, z, out=a)
