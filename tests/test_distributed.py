@@ -1,4 +1,4 @@
-"""Data-parallel training (scratchnet/distributed.py) against single-process
+"""Data-parallel training (scratchnet/nn/distributed.py) against single-process
 training on the concatenated data.
 
 Real gloo process groups on 127.0.0.1: the test spawns 2 or 3 processes with

@@ -19,7 +19,7 @@ with ``guard=False`` the run completes and reports its cost.
 
 Budget: ``max_examples`` per test below, no deadline; the whole file runs
 in well under a minute.  ``pytest tests/test_hostile.py
---hypothesis-show-statistics`` prints the counts quoted in the README.
+--hypothesis-show-statistics`` prints the counts quoted in docs/reliability.md.
 """
 
 from __future__ import annotations

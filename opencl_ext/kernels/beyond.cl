@@ -1,5 +1,5 @@
-/* Kernels for what comes after the series (scratchnet/optim.py,
- * scratchnet/minibatch.py, scratchnet/activations.py, scratchnet/costs.py):
+/* Kernels for what comes after the series (scratchnet/nn/optim.py,
+ * scratchnet/engine/reference.py, scratchnet/nn/activations.py, scratchnet/nn/costs.py):
  * elu, column-wise softmax, cross-entropy terms, the momentum and Adam
  * updates, and the column gather of mini-batches.  One work-item per element
  * (or per column for softmax, per output element for the gather); they are

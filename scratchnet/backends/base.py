@@ -1,8 +1,8 @@
 """The backend contract: the few things a device must do to run scratchnet.
 
 A backend owns arrays on one device and the kernels a fully connected layer
-needs.  The network code (``scratchnet/layers.py``, ``scratchnet/network.py``,
-``scratchnet/sgd.py``) is written once against this class; the torch backend
+needs.  The network code (``scratchnet/nn/layers.py``, ``scratchnet/nn/network.py``,
+``scratchnet/engine/reference.py``) is written once against this class; the torch backend
 (CPU, CUDA, any torch device) and the OpenCL plugin (``opencl_ext``) implement
 it.  This mirrors Neanderthal's factories: swap the factory, keep the code.
 
@@ -256,7 +256,7 @@ class Backend(abc.ABC):
 
     def momentum_update(self, w, v, g, *, lr: float, decay: float, mu: float,
                         nesterov: bool) -> None:
-        """Elementwise over the flat weights (see ``scratchnet/optim.py``):
+        """Elementwise over the flat weights (see ``scratchnet/nn/optim.py``):
         v := μ v − lr g;  w := w − decay·w + v (plain) or
         w := w − decay·w + μ v − lr g (Nesterov), with v the updated one.
         The decay is added to the step, not applied as (1 − decay)·w."""
@@ -264,7 +264,7 @@ class Backend(abc.ABC):
 
     def adam_update(self, w, m, v, g, count, *, scale: float, beta1: float, beta2: float,
                     eps: float, step: float, sqrt_c2: float, decay: float) -> None:
-        """Elementwise over the flat weights (see ``scratchnet/optim.py``),
+        """Elementwise over the flat weights (see ``scratchnet/nn/optim.py``),
         with ĝ = scale·g:  m := β₁m + (1 − β₁)ĝ;  v := β₂v + (1 − β₂)ĝ²;
         w := w − decay·w − step · m / (√v / sqrt_c2 + ε); and the 1-element
         ``count`` := count + 1 (Adam's t, kept on the device with m and v so

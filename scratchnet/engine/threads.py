@@ -4,7 +4,7 @@ torch runs its CPU kernels on an OpenMP pool as large as the machine's
 cores.  For the series' networks that is the wrong default: the products
 are small (the article's 4-32-16-1 at n = 10,000 multiplies 32×4 by 4×10⁴),
 the second thread gains little, and when another process holds a core the
-threads spin at every barrier (README, "Performance", has the numbers
+threads spin at every barrier (docs/performance.md, "Threads", has the numbers
 measured on the shared 2-core development machine: under outside load two
 threads were many times slower than one).
 
@@ -34,7 +34,7 @@ from .. import validation as check
 ENV = "SCRATCHNET_NUM_THREADS"
 
 #: Largest product (out · in · n multiply-adds) still run on one thread.
-#: A judgment from the measurements in the README ("Threads"): on the
+#: A judgment from the measurements in docs/performance.md ("Threads"): on the
 #: shared 2-core machine a second thread made 4-256-256-1 at n = 10,000
 #: (6.6·10⁸) 3× slower under load and 1.8× faster when the other core was
 #: idle; the article network at n = 10,000 (5·10⁶) lost in both cases.
