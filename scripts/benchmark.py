@@ -55,6 +55,11 @@ agreement
     reference runner's after --check-epochs epochs, in ulps, over the
     activations, costs, optimizers, full batch and mini-batches, float32 and
     float64 (the matrix of tests/test_native.py).
+ab
+    ``sgd`` of git revision ``--against`` (imported from ``git archive``
+    under another name) against this checkout's, on the reference runner
+    and on the automatic one: the full-batch epoch through the public call,
+    guard on, interleaved.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ import time
 from functools import partial
 
 MODES = ("jax", "pytorch", "candidates", "guard", "blocks", "logging", "profile", "aten",
-         "agreement")
+         "agreement", "ab")
 LAM = 0.01
 
 #: name -> (dims, activations, default sizes, η).  The wider networks
@@ -123,6 +128,9 @@ def parse_args(argv=None):
     p.add_argument("--blocks", default="64,128,256,512,1024",
                    help="samples per block for --mode blocks")
     p.add_argument("--seed", type=int, default=0, help="data and weight seed")
+    p.add_argument("--against", default="f48ecd4",
+                   help="--mode ab: the git revision whose sgd this checkout's is timed against "
+                        "(the default: the last one before the one-engine driver)")
     p.add_argument("--quick", action="store_true",
                    help="n = 100 and 1,000 only, 3 repetitions of 0.1 s (off when omitted)")
     p.add_argument("--json", help="write the results (and the machine's description) here "
@@ -1172,6 +1180,70 @@ def machine() -> str:
     except (OSError, subprocess.CalledProcessError):
         pass
     return platform.processor() or platform.machine()
+
+
+def load_revision(rev: str, into):
+    """Import revision ``rev``'s ``scratchnet`` package (``git archive``)
+    under another name, beside this checkout's."""
+    import importlib
+    from pathlib import Path
+
+    name = "scratchnet_" + "".join(c if c.isalnum() else "_" for c in rev)
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "scratchnet"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (Path(into) / "scratchnet").rename(Path(into) / name)
+    sys.path.insert(0, str(into))
+    return importlib.import_module(name)
+
+
+def mode_ab(args, meta) -> list[dict]:
+    """This checkout's full-batch epoch against revision ``--against``'s,
+    through each one's public ``sgd`` call (the guard on, as by default),
+    interleaved: the reference runner and the automatic one (the native
+    runner on the CPU) against the revision's loop."""
+    import tempfile
+
+    import torch
+
+    import scratchnet as sn
+
+    dims, acts, _, eta = WORKLOADS["article"]
+    torch.set_num_threads(args.threads or 1)
+    sizes = [int(s) for s in (args.sizes or "100,1000,10000").split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = load_revision(args.against, tmp)
+
+        def make(lib, x, y, runner=None):
+            layers = [lib.fully_connected(d, getattr(lib, a)) for d, a in zip(dims[1:], acts)]
+            net = lib.inference_network(dims[0], layers, seed=args.seed)
+            training = lib.training_network(net, x)
+            y = torch.from_numpy(y)
+            if runner is not None:   # read when the runner is made, at the first call
+                os.environ["SCRATCHNET_RUNNER"] = runner
+            lib.sgd(training, y, lib.quadratic_cost, 1, (eta, LAM))
+            os.environ.pop("SCRATCHNET_RUNNER", None)
+            return partial(lambda k, t, y: lib.sgd(t, y, lib.quadratic_cost, k, (eta, LAM)),
+                           t=training, y=y)
+
+        for n in sizes:
+            x, y = make_data(dims, n, args.seed)
+            runs = {args.against: make(old, x, y), "reference": make(sn, x, y, "reference"),
+                    "automatic": make(sn, x, y)}
+            times = interleave(runs, args, f"ab n={n}")
+            results.append({"n": n, "times": {k: v for k, v in times.items() if k != "extra"},
+                            "old/reference": ratio(times, args.against, "reference"),
+                            "old/automatic": ratio(times, args.against, "automatic")})
+    print(f"\nsgd on the article network, {args.against} (A) against this checkout's "
+          f"reference runner (B) and automatic runner (C); one thread, medians of "
+          f"{args.reps} interleaved repetitions, ms per epoch")
+    rows = [[f"{r['n']:,}", fmt(med(r["times"][args.against]["wall"])),
+             fmt(med(r["times"]["reference"]["wall"])), fmt(med(r["times"]["automatic"]["wall"])),
+             f"**{r['old/reference']:.2f}**", f"{r['old/automatic']:.2f}"] for r in results]
+    print(table(["n", "A", "B reference", "C automatic", "A / B", "A / C"], rows))
+    return results
 
 
 def main(argv=None) -> int:
