@@ -86,17 +86,17 @@ def measure(rank: int, world: int, port: int, threads: int, samples: int, epochs
     x, y = common.series_data(samples, 0)
     rows = sn.distributed.shard(samples)
     net = sn.inference_network(4, common.article_layers(), seed=0)
-    train = sn.distributed_training_network(net, x[rows])
-    inner = train.all_reduce
+    training = sn.distributed_training_network(net, x[rows])
+    inner = training.all_reduce
     if inner is not None:
-        train.all_reduce = timed = TimedAllReduce(inner)
-    sn.sgd(train, y[rows], sn.quadratic_cost, warmup, 0.1)
+        training.all_reduce = timed = TimedAllReduce(inner)
+    sn.sgd(training, y[rows], sn.quadratic_cost, warmup, 0.1)
     if world > 1:
         dist.barrier()
     if inner is not None:
         timed.warmup = timed.seconds   # only the timed epochs' all-reduces count
     with common.Stopwatch() as run:
-        sn.sgd(train, y[rows], sn.quadratic_cost, epochs, 0.1)
+        sn.sgd(training, y[rows], sn.quadratic_cost, epochs, 0.1)
         if world > 1:
             dist.barrier()
     lockstep = 0.0
@@ -106,7 +106,7 @@ def measure(rank: int, world: int, port: int, threads: int, samples: int, epochs
         dist.barrier()
         with common.Stopwatch() as alone:
             for _ in range(LOCKSTEP_CALLS):
-                inner(train.reduce_buffer)
+                inner(training.reduce_buffer)
         lockstep = alone.seconds / LOCKSTEP_CALLS
     comm = 0.0 if inner is None else timed.seconds - timed.warmup
     if rank == 0:

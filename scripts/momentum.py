@@ -66,10 +66,10 @@ def costs_table(device: str, seed: int, x, y, epochs: int, every: int, bar=None
                   sn.fully_connected(1, sn.linear)]
         plan = [(every, hyper)] * schedule_length + ([(rest, hyper)] if rest else [])
         with sn.inference_network(4, layers, device=device, seed=seed) as net, \
-                sn.training_network(net, x) as train:
+                sn.training_network(net, x) as training:
             # guard=False: the series has no divergence guard, and its
             # factor-1000 rule also stops transient spikes that recover
-            table.append(sn.sgd(train, y, sn.quadratic_cost, plan, guard=False,
+            table.append(sn.sgd(training, y, sn.quadratic_cost, plan, guard=False,
                                 monitors=monitors))
     return table
 

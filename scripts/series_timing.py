@@ -45,12 +45,12 @@ def time_device(device: str, x, y, epochs: int, bar) -> tuple[float, float]:
     import scratchnet as sn
 
     with sn.inference_network(4, common.article_layers(), device=device, seed=0) as net, \
-            sn.training_network(net, x) as train:
-        sn.sgd(train, y, sn.quadratic_cost, 1, HYPER)   # warm-up (compiles)
+            sn.training_network(net, x) as training:
+        sn.sgd(training, y, sn.quadratic_cost, 1, HYPER)   # warm-up (compiles)
         # The bar reads costs once per 1,000 epochs: negligible next to them.
         monitors = [common.bar_monitor(bar, chunk=1000)] if not bar.disable else []
         with common.Stopwatch(common.device_sync(device)) as t:
-            cost = sn.sgd(train, y, sn.quadratic_cost, epochs, HYPER, monitors=monitors)
+            cost = sn.sgd(training, y, sn.quadratic_cost, epochs, HYPER, monitors=monitors)
     return t.seconds, cost
 
 

@@ -69,14 +69,14 @@ def device_bytes(backend) -> int | None:
     return allocated() if callable(allocated) else None
 
 
-def measure(net, train) -> dict:
+def measure(net, training) -> dict:
     """Objects first, RSS last: gc.get_objects() builds a list of ~10^5
     pointers whose freed memory would otherwise show up as growth."""
     gc.collect()
     objects = len(gc.get_objects())
     gc.collect()
     return {"objects": objects, "rss": rss_bytes(), "device": device_bytes(net.backend),
-            "epoch": train.epoch}
+            "epoch": training.epoch}
 
 
 def last_cost():
@@ -103,22 +103,22 @@ def soak(device: str, epochs: int, per_call: int, checkpoint_every: int, folder:
     path = str(folder / "soak.ckpt")
     monitor = last_cost()
     with sn.inference_network(4, common.article_layers((16, 8)), device=device,
-                              seed=0) as net, sn.training_network(net, x) as train:
+                              seed=0) as net, sn.training_network(net, x) as training:
 
         def call():
-            sn.sgd(train, y, sn.quadratic_cost, per_call, (0.1, 0.01), monitors=[monitor],
+            sn.sgd(training, y, sn.quadratic_cost, per_call, (0.1, 0.01), monitors=[monitor],
                    checkpoint=path, checkpoint_every=checkpoint_every)
             net(x[:32])
             if bar is not None:   # between calls: the bar allocates nothing inside them
-                bar.update(train.epoch - bar.n)
+                bar.update(training.epoch - bar.n)
 
-        while train.epoch < checkpoint_every + per_call:   # warm: a periodic save done
+        while training.epoch < checkpoint_every + per_call:   # warm: a periodic save done
             call()
-        start = measure(net, train)
+        start = measure(net, training)
         with common.Stopwatch() as t:
-            while train.epoch < epochs:
+            while training.epoch < epochs:
                 call()
-        end = measure(net, train)
+        end = measure(net, training)
         restored = sn.load(path, device=device)
         same = np.array_equal(sn.to_numpy(restored.params), sn.to_numpy(net.params))
         restored.close()

@@ -79,12 +79,12 @@ def train_one(folder: Path, eta: float, lam: float, seed: int, args, bar=None) -
     seen = watch(args.log_every)
     monitors = [seen] + ([] if bar is None else [common.bar_monitor(bar, chunk=None)])
     with sn.inference_network(4, common.article_layers(), device=args.device, seed=seed) as net, \
-            sn.training_network(net, x) as train, \
+            sn.training_network(net, x) as training, \
             SummaryWriter(str(folder / run_name(eta, lam, seed))) as writer, \
             np.errstate(all="ignore"):
         stopped = False
         try:
-            sn.sgd(train, y, sn.quadratic_cost, args.epochs, (eta, lam), log_dir=writer,
+            sn.sgd(training, y, sn.quadratic_cost, args.epochs, (eta, lam), log_dir=writer,
                    test=(x_test, y_test), log_every=args.log_every,
                    hist_every=args.hist_every, monitors=monitors,
                    guard=False)   # the sweep records divergence itself (watch)
@@ -101,8 +101,8 @@ def train_one(folder: Path, eta: float, lam: float, seed: int, args, bar=None) -
         # run_name ".": the hparams session lives in the run's own directory,
         # next to its scalars, instead of a timestamped sub-run.
         writer.add_hparams(hparams, metrics, hparam_domain_discrete=domains, run_name=".",
-                           global_step=train.epoch)
-        return {**hparams, **metrics, "epochs": train.epoch}
+                           global_step=training.epoch)
+        return {**hparams, **metrics, "epochs": training.epoch}
 
 
 def build_parser():

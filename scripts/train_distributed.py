@@ -80,7 +80,7 @@ def build_parser():
     return p
 
 
-def full_batch(args, train, y, folder, say, bar) -> tuple[float, float]:
+def full_batch(args, training, y, folder, say, bar) -> tuple[float, float]:
     """``--calls`` sgd calls on the distributed training network; returns
     (the last cost, seconds)."""
     import numpy as np
@@ -97,11 +97,11 @@ def full_batch(args, train, y, folder, say, bar) -> tuple[float, float]:
     with common.Stopwatch() as t:
         for done, upto in zip(bounds[:-1], bounds[1:]):
             with common.Stopwatch() as so_far:
-                cost = sn.sgd(train, y, sn.quadratic_cost, int(upto - done),
+                cost = sn.sgd(training, y, sn.quadratic_cost, int(upto - done),
                               (args.eta, args.lam), monitors=monitors, **extra)
             if rank == 0 and args.checkpoint and upto % args.checkpoint_every == 0:
-                sn.save(train.net, args.checkpoint)
-            say(f"  epoch {train.epoch:6d}  cost {cost:.6g}  ({so_far.seconds:.2f} s)")
+                sn.save(training.net, args.checkpoint)
+            say(f"  epoch {training.epoch:6d}  cost {cost:.6g}  ({so_far.seconds:.2f} s)")
     return cost, t.seconds
 
 
@@ -164,14 +164,14 @@ def main(argv=None) -> int:
             mode = ("full batch" if args.batch_size is None
                     else f"batches of {args.batch_size} per rank")
             if args.batch_size is None:
-                train = sn.distributed_training_network(net, x[rows])
+                training = sn.distributed_training_network(net, x[rows])
                 say(f"{world} rank(s) on {device}"
                     f"{' (' + dist.get_backend() + ')' if dist.is_initialized() else ''}: "
-                    f"{args.samples} samples ({train.n} on rank 0), {mode}, {net}, "
+                    f"{args.samples} samples ({training.n} on rank 0), {mode}, {net}, "
                     f"η = {args.eta}, λ = {args.lam}, torch threads per rank "
                     f"{torch.get_num_threads()}")
-                cost, seconds = full_batch(args, train, y[rows], folder, say, bar)
-                train.close()
+                cost, seconds = full_batch(args, training, y[rows], folder, say, bar)
+                training.close()
             else:
                 say(f"{world} rank(s) on {device}"
                     f"{' (' + dist.get_backend() + ')' if dist.is_initialized() else ''}: "

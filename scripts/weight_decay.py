@@ -74,18 +74,18 @@ def experiment(device: str, seed: int, lam: float, n: int, verbose: bool,
     monitors = [] if bar is None else [common.bar_monitor(bar, chunk=None)]
     with sn.inference_network(4, common.article_layers(), device=device, seed=seed,
                               convention=convention) as net, \
-            sn.training_network(net, x) as train:
+            sn.training_network(net, x) as training:
         for epochs in CALLS:
             with np.errstate(all="ignore"):
                 # guard=False: this experiment wants to watch the explosion
                 # that the divergence guard would otherwise stop
-                cost = sn.sgd(train, y, sn.quadratic_cost, epochs, (ETA, lam), guard=False,
+                cost = sn.sgd(training, y, sn.quadratic_cost, epochs, (ETA, lam), guard=False,
                               monitors=monitors, **extra)
             amax = [sn.amax(layer.weights) for layer in net.layers]
             costs.append(cost)
             amaxes.append(amax)
             if verbose:
-                say(f"  after {train.epoch:5d} epochs  cost {cost:<14.6g} max |w| "
+                say(f"  after {training.epoch:5d} epochs  cost {cost:<14.6g} max |w| "
                     + "  ".join(f"{a:10.4g}" for a in amax))
             elif not math.isfinite(cost):
                 break
