@@ -143,12 +143,9 @@ def run_config(config: tuple[int, int], args) -> tuple[float, float, float]:
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    common.check_log_dir(p, args.log_dir)
+    args, folder = common.start(build_parser(), argv, SCRIPT)
     import os
 
-    folder = common.run_folder(SCRIPT, args.log_dir)
     results = common.interleave(CONFIGS, args.rounds, lambda c: run_config(c, args),
                                 desc="configurations")
     times = {c: [r[0] for r in results[c]] for c in CONFIGS}

@@ -198,6 +198,15 @@ def check_log_dir(p: argparse.ArgumentParser, log_dir: Path | None) -> None:
                 f"{RUNS}/")
 
 
+def start(parser: argparse.ArgumentParser, argv, script: str):
+    """What every script does first: parse the arguments (before anything
+    heavy is imported), refuse a ``--log-dir`` that already holds a run,
+    and make the run folder.  Returns ``(args, folder)``."""
+    args = parser.parse_args(argv)
+    check_log_dir(parser, args.log_dir)
+    return args, run_folder(script, args.log_dir)
+
+
 def run_folder(script: str, log_dir: Path | None = None, now: datetime.datetime | None = None
                ) -> Path:
     """The run's folder, created: ``log_dir`` when given (check it first

@@ -141,15 +141,12 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    common.check_log_dir(p, args.log_dir)
+    args, folder = common.start(build_parser(), argv, SCRIPT)
 
     import scratchnet as sn
 
     if args.threads is not None:
         sn.set_num_threads(args.threads)
-    folder = common.run_folder(SCRIPT, args.log_dir)
     results = []
     with common.progress_bar(total=len(args.seeds), desc="digits", unit="run",
                              disable=None if len(args.seeds) > 1 else True) as bar:

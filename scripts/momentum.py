@@ -75,14 +75,11 @@ def costs_table(device: str, seed: int, x, y, epochs: int, every: int, bar=None
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    common.check_log_dir(p, args.log_dir)
+    args, folder = common.start(build_parser(), argv, SCRIPT)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    folder = common.run_folder(SCRIPT, args.log_dir)
     x, y = common.series_data(args.samples, 0)
     steps = [min(args.every * (i + 1), args.epochs) for i in range(-(-args.epochs // args.every))]
     out, finals = [], []

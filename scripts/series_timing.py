@@ -55,9 +55,7 @@ def time_device(device: str, x, y, epochs: int, bar) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    common.check_log_dir(p, args.log_dir)
+    args, folder = common.start(build_parser(), argv, SCRIPT)
 
     import scratchnet as sn
 
@@ -65,7 +63,6 @@ def main(argv=None) -> int:
         sn.set_num_threads(args.threads)
     devices = ([d for item in args.device for d in item.split(",") if d] if args.device
                else sorted({d.split(":")[0] for d in sn.available_devices()}))
-    folder = common.run_folder(SCRIPT, args.log_dir)
     x, y = common.series_data(args.samples, 0)
     results: dict = {d: [] for d in devices}
     with common.progress_bar(total=args.rounds * len(devices) * args.epochs, unit="epoch",

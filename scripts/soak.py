@@ -127,14 +127,11 @@ def soak(device: str, epochs: int, per_call: int, checkpoint_every: int, folder:
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    common.check_log_dir(p, args.log_dir)
+    args, folder = common.start(build_parser(), argv, SCRIPT)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    folder = common.run_folder(SCRIPT, args.log_dir)
     with common.progress_bar(total=args.epochs, desc="soak", unit="epoch") as bar:
         r = soak(args.device, args.epochs, args.per_call, args.checkpoint_every, folder, bar)
     s, e = r["start"], r["end"]

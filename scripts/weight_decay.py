@@ -186,14 +186,11 @@ def seed_text(seeds: list[int]) -> str:
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    common.check_log_dir(p, args.log_dir)
+    args, folder = common.start(build_parser(), argv, SCRIPT)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    folder = common.run_folder(SCRIPT, args.log_dir)
     replayed = replay(args, folder)
     rows = [] if args.replay_only else seeds(args)
     text = summary(args, replayed, rows)

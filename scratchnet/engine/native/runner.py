@@ -159,6 +159,16 @@ class _Kernels:
         self.lib.sn_update(self.p_net, self.p_opt, n)
 
 
+def _aim(kernels: _Kernels, train, cost, optimizer) -> bool:
+    """Point the kernels at ``cost`` and ``optimizer``; False (the reference
+    step then runs) for a cost or optimizer they do not know."""
+    code = cost_code(cost, train.net)
+    if code is None or not kernels.set_optimizer(optimizer, train.state):
+        return False
+    kernels.c_net.cost = code
+    return True
+
+
 def _costs(runner, cost, k: int, per_epoch: int = 1) -> list[float] | None:
     """The first ``k`` epochs' costs from the slots, for the library's
     costs: one view of the CPU buffer, one float64 copy, one division
@@ -184,14 +194,7 @@ class NativeFullBatch(FullBatch):
         self.epoch_s = 3 * macs / 2e10
 
     def _native(self, cost, optimizer) -> bool:
-        train = self.train
-        if train.all_reduce is not None:
-            return False
-        code = cost_code(cost, train.net)
-        if code is None or not self.kernels.set_optimizer(optimizer, train.state):
-            return False
-        self.kernels.c_net.cost = code
-        return True
+        return self.train.all_reduce is None and _aim(self.kernels, self.train, cost, optimizer)
 
     def run(self, cost, epochs: int, optimizer, record: bool = False) -> None:
         if not self._native(cost, optimizer):
@@ -256,11 +259,7 @@ class NativeMiniBatch(MiniBatch):
             raise
 
     def _native(self, cost, optimizer) -> bool:
-        code = cost_code(cost, self.train.net)
-        if code is None or not self.kernels.set_optimizer(optimizer, self.train.state):
-            return False
-        self.kernels.c_net.cost = code
-        return True
+        return _aim(self.kernels, self.train, cost, optimizer)
 
     def run(self, cost, epochs: int, optimizer, record: bool = False) -> None:
         if not self._native(cost, optimizer):
