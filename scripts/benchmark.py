@@ -130,7 +130,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="data and weight seed")
     p.add_argument("--against", default="f48ecd4",
                    help="--mode ab: the git revision whose sgd this checkout's is timed against "
-                        "(the default: the last one before the one-engine driver)")
+                        "(default: the previous training loop, one per front end)")
     p.add_argument("--quick", action="store_true",
                    help="n = 100 and 1,000 only, 3 repetitions of 0.1 s (off when omitted)")
     p.add_argument("--json", help="write the results (and the machine's description) here "

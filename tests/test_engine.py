@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import Saboteur, article_net, read_events, regression_data
+from helpers import article_net, read_events, regression_data
 
 import scratchnet as sn
 
@@ -163,16 +163,28 @@ def test_backoff_reruns_each_lost_epoch_at_its_own_entry_eta(device):
     assert np.isfinite(params(train.net)).all()
 
 
-def test_a_restore_also_restores_the_guards_best_cost(device):
-    """Update 12 shifts the output bias (a finite explosion) once; backoff
-    restores epoch 8.  If the best cost of the discarded epochs 9-12 were
-    kept, the rerun from epoch 8 would be judged against it; it is not."""
-    x, y = regression_data(64)
-    train = sn.training_network(article_net(device), x)
+def test_a_restore_also_restores_the_guards_best_cost():
+    """The guard's own bookkeeping goes back with the state it restores:
+    after a rewind to epoch 8, ``best`` is the best of the costs up to
+    epoch 8 (1.0, its own), not the 0.5 of the discarded epoch 9, which
+    would judge the rerun against a cost the restored state never had.
+    Costs are fed to the guard directly, chunk by chunk."""
+    from scratchnet.monitors.guard import Guard
+
+    x, _ = regression_data(8)
+    train = sn.training_network(article_net("cpu"), x)
+    guard = Guard(every=4, on_divergence="backoff")
+    optimizer = sn.SGD(0.1)
+    guard.start(train, sn.quadratic_cost, optimizer)
+    guard.begin(train, optimizer, 100)
+    for first, costs in ((0, [10.0, 9.0, 8.0, 7.0]), (4, [6.0, 5.0, 4.0, 3.0])):
+        train.epoch = first + 4
+        assert guard.after_chunk(train, first, costs) is None
+    train.epoch = 12
     with pytest.warns(sn.DivergenceWarning):
-        sn.sgd(train, y, sn.quadratic_cost, 30, Saboteur(0.1, 12, mode="shift", times=1),
-               guard_every=4, on_divergence="backoff", guard_factor=1.5)
-    assert train.epoch == 30
+        answer = guard.after_chunk(train, 8, [1.0, 0.5, float("nan"), 0.4])
+    assert answer == sn.Rewind(8, 0.5) and train.epoch == 8
+    assert guard.best == 1.0
 
 
 # ---------------------------------------------------------------- progress
@@ -236,6 +248,24 @@ def test_ctrl_c_in_train_leaves_epoch_equal_to_updates(device):
     oracle = article_net(device)
     sn.train(oracle, x, y, sn.quadratic_cost, done, 0.01, batch_size=16, seed=3, guard=False)
     np.testing.assert_array_equal(params(net), params(oracle))
+
+
+def test_ctrl_c_during_the_last_chunks_monitors_is_not_lost():
+    """A Ctrl-C that arrives while the monitors read the last chunk still
+    interrupts the call (the deferred flag is looked at once more before
+    sgd returns)."""
+    x, y = regression_data(32)
+    train = sn.training_network(article_net("cpu"), x)
+
+    class Slow(sn.Monitor):
+        chunk = 10
+
+        def after_chunk(self, train, first_epoch, costs):
+            _thread.interrupt_main()   # the deferred handler only sets the flag
+
+    with pytest.raises(KeyboardInterrupt):
+        sn.sgd(train, y, sn.quadratic_cost, 10, 0.01, monitors=[Slow()], guard=False)
+    assert train.epoch == 10
 
 
 def test_saves_from_another_thread_are_consistent(tmp_path):

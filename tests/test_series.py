@@ -553,24 +553,6 @@ def test_part10_backward_step(device):
     assert_printed(ops.host(x)[:, 0], [0.02, 0.07])
 
 
-def test_part10_memory_count():
-    """Part 10: the series counts 325,057,010 numbers for training the
-    10000-5000-1000-10 network on 10,000 samples.  Its listed items add up
-    to 325,066,010, and counting z, a and the sigmoid work buffers at their
-    real size (out x batch) gives 340,336,010, what docs/series part 10
-    prints (from torch's meta device)."""
-    items = [100_000_000, 10_000, 50_000_000 + 5_000, 5_000_000 + 1_000, 10_000 + 10,
-             150_000_000, 20_000_000, 40_000]
-    assert sum(items) == 325_066_010 != 325_057_010
-    sizes, batch = [10000, 5000, 1000, 10], 10000
-    sigmoid = [False, True, True]
-    count = sizes[0] * batch + batch
-    for i, o, s in zip(sizes, sizes[1:], sigmoid):
-        count += o * i + o                 # weights, bias
-        count += o * i + (3 if s else 2) * o * batch   # v; z, a (and work)
-    assert count == 340_336_010
-
-
 # ------------------------------------------------------------------ part 11
 def test_part11_network_api(device):
     """Part 11: the inference network built from (fully-connected 4 tanh)

@@ -10,10 +10,14 @@ costs.  What happens inside is the runner's business:
   from Python: the readable reference every other runner is checked against;
 * :class:`~scratchnet.engine.reference.MiniBatch`: ⌈N/B⌉ such steps on
   gathered batches;
+* :class:`~scratchnet.engine.native.runner.NativeFullBatch` and
+  :class:`~scratchnet.engine.native.runner.NativeMiniBatch`: the same steps
+  in C++, many epochs per call (the CPU's default);
 * :class:`~scratchnet.engine.cuda_graph.GraphRunner`: the full-batch
   runner's kernels replayed from CUDA graphs;
-* faster runners plug in beside them; :func:`scratchnet.engine.runner_for`
-  is the one place that picks.
+
+:func:`scratchnet.engine.runner_for` and
+:func:`scratchnet.engine.minibatch_runner` are the one place that picks.
 
 Contract
 --------

@@ -95,6 +95,8 @@ class Driver:
                 started.append(monitor)
             with epoch_threads(self.threads), deferred_interrupts(stop):
                 costs = self._entries(stop)
+                if stop.requested:   # a Ctrl-C during the last chunk's monitors
+                    raise KeyboardInterrupt
             for monitor in monitors:
                 monitor.complete(train)
             return costs

@@ -81,7 +81,7 @@ class _Closable:
 class Network(_Closable):
     """A fully connected inference network (see :func:`inference_network`).
 
-    Attributes: ``layers`` (list of :class:`~scratchnet.layers.FullyConnected`),
+    Attributes: ``layers`` (list of :class:`~scratchnet.nn.layers.FullyConnected`),
     ``in_dim``, ``out_dim``, ``device``, ``dtype``, ``convention``, ``backend``
     and ``params``: the flat parameter array ``[W_0 … W_{L−1} | b_0 … b_{L−1}]``
     whose views are the layers' ``weights`` and ``bias``.  The weights come

@@ -305,10 +305,3 @@ class NativeMiniBatch(MiniBatch):
         self.slots.get(len(self.steps))
         self.kernels.call(1, True, self.slots.buffer, 0, train=False)
         return self.last_cost(cost)
-
-
-def vector_lanes(dtype=torch.float32) -> int:
-    """Lanes of one vector register in the built kernels."""
-    return load().sn_vector_bytes() // torch.empty((), dtype=dtype).element_size()
-
-
