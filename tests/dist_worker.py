@@ -17,22 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from helpers import article_net, regression_data
+from helpers import CostRecorder, article_net, regression_data
 
 import scratchnet as sn
-
-
-class Recorder(sn.Monitor):
-    """A monitor that keeps every per-epoch cost it is shown."""
-
-    def __init__(self, chunk: int):
-        self.chunk = chunk
-        self.costs: list[float] = []
-
-
-    def after_chunk(self, train, first_epoch, costs):
-        self.costs += costs
-
 
 
 def flat_params(net) -> np.ndarray:
@@ -49,7 +36,7 @@ def train_scenario(rank: int, world: int, *, n: int, schedule, staging: str = "a
     rows = sn.distributed.shard(n)
     net = article_net(device, seed=net_seed if rank == 0 else net_seed + 1 + rank)
     train = sn.distributed_training_network(net, x[rows], staging=staging)
-    monitors = [Recorder(monitor_chunk)] if monitor_chunk and rank == 0 else []
+    monitors = [CostRecorder(monitor_chunk)] if monitor_chunk and rank == 0 else []
     costs = sn.sgd(train, y[rows], sn.quadratic_cost, schedule, monitors=monitors)
     after = sn.sgd(train, y[rows], sn.quadratic_cost, 0, 0.1)   # 0 epochs: the cost now
     out = {"params": flat_params(net), "costs": np.array(costs), "after": after,

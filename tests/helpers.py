@@ -177,3 +177,15 @@ def series_net(device, convention="series", dtype=torch.float32, values=None):
                                    sn.fully_connected(1, sn.sigmoid)],
                                device=device, dtype=dtype, convention=convention)
     return load_params(net, values or [SERIES_W1, SERIES_B1, SERIES_W2, SERIES_B2])
+
+
+class CostRecorder(sn.Monitor):
+    """A monitor that keeps every per-epoch cost it is shown, read in
+    chunks of ``chunk`` epochs."""
+
+    def __init__(self, chunk: int):
+        self.chunk = chunk
+        self.costs: list[float] = []
+
+    def after_chunk(self, train, first_epoch, costs):
+        self.costs += costs

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import Saboteur, article_net, regression_data
+from helpers import CostRecorder, Saboteur, article_net, regression_data
 
 import scratchnet as sn
 from scratchnet.nn import checkpoint
@@ -52,32 +52,20 @@ def test_round_trip_between_devices_bit_for_bit(device, tmp_path, dtype, convent
                                sn.to_numpy(net.params).astype(np.float64), rtol=0)
 
 
-class CostLog(sn.Monitor):
-    """Records every epoch's cost (a monitor)."""
-
-    chunk = 25
-
-    def __init__(self):
-        self.costs = []
-
-    def after_chunk(self, train, first_epoch, costs):
-        self.costs += costs
-
-
 def test_resume_continues_the_same_trajectory(device, tmp_path):
     """200 epochs straight vs 100 + save + load_training + 100: the same
     per-epoch costs and weights (float32 tolerance; same device, same
     arithmetic)."""
     x, y = regression_data(300)
-    straight, log = sn.training_network(article_net(device), x), CostLog()
+    straight, log = sn.training_network(article_net(device), x), CostRecorder(25)
     sn.sgd(straight, y, sn.quadratic_cost, 200, (0.1, 0.01), monitors=[log])
-    first, log1 = sn.training_network(article_net(device), x), CostLog()
+    first, log1 = sn.training_network(article_net(device), x), CostRecorder(25)
     sn.sgd(first, y, sn.quadratic_cost, 100, (0.1, 0.01), monitors=[log1])
     sn.save(first, tmp_path / "t.ckpt")
     first.close()
     with sn.load_training(tmp_path / "t.ckpt", x, device=device) as resumed:
         assert resumed.epoch == 100
-        log2 = CostLog()
+        log2 = CostRecorder(25)
         sn.sgd(resumed, y, sn.quadratic_cost, 100, (0.1, 0.01), monitors=[log2])
         assert resumed.epoch == 200
         assert len(log.costs) == 200

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import article_net, regression_data
+from helpers import CostRecorder, article_net, regression_data
 
 import scratchnet as sn
 from scratchnet.engine import runner_for
@@ -51,16 +51,6 @@ class FakeGraphs:
         self.dropped += 1
 
 
-class Recorder(sn.Monitor):
-    chunk = 10
-
-    def __init__(self):
-        self.costs = []
-
-    def after_chunk(self, train, first_epoch, costs):
-        self.costs += costs
-
-
 def train_both(device, runner_for_graphs, guard=True):
     """The same schedule eagerly and through a graph runner; returns both
     training networks and their costs.  ``guard=False`` keeps sgd's chunking
@@ -74,7 +64,7 @@ def train_both(device, runner_for_graphs, guard=True):
         costs = sn.sgd(train, y, sn.quadratic_cost, [(1, (0.1, 0.01))] * 5
                        + [(70, (0.1, 0.01)), (30, (0.05, 0.0)), (0, 0.1), (64, (0.1, 0.01))],
                        guard=guard)
-        rec = Recorder()
+        rec = CostRecorder(10)
         costs.append(sn.sgd(train, y, sn.quadratic_cost, 25, (0.1, 0.01), monitors=[rec],
                             guard=guard))
         results.append((train, costs, rec.costs))

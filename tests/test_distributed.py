@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import article_net, regression_data
+from helpers import CostRecorder, article_net, regression_data
 
 import scratchnet as sn
 
@@ -86,7 +86,7 @@ def single_process(n, schedule, monitor_chunk=0, data_seed=1, net_seed=0):
     """The oracle: one process, full batch, the concatenated data."""
     x, y = regression_data(n, seed=data_seed)
     net = article_net("cpu", seed=net_seed)
-    monitors = [dist_worker.Recorder(monitor_chunk)] if monitor_chunk else []
+    monitors = [CostRecorder(monitor_chunk)] if monitor_chunk else []
     with sn.training_network(net, x) as train:
         costs = sn.sgd(train, y, sn.quadratic_cost, schedule, monitors=monitors)
         costs.append(sn.sgd(train, y, sn.quadratic_cost, 0, 0.1))   # 0 epochs: the cost now

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import regression_data
+from helpers import CostRecorder, regression_data
 
 import scratchnet as sn
 from scratchnet.engine import RUNNER_ENV, minibatch_runner, runner_for
@@ -88,18 +88,6 @@ def data(kind: str, n: int, out: int, dtype=np.float32):
     return x.astype(dtype), y.astype(dtype)
 
 
-class Recorder(sn.Monitor):
-    """Every epoch's cost, read in chunks of 50 epochs."""
-
-    chunk = 50
-
-    def __init__(self):
-        self.costs = []
-
-    def after_chunk(self, train, first_epoch, costs):
-        self.costs.extend(costs)
-
-
 def make_net(layers, dtype, convention="standard", seed=3):
     specs = [sn.fully_connected(o, a) for o, a in layers]
     return sn.inference_network(4, specs, dtype=dtype, seed=seed, convention=convention)
@@ -112,7 +100,7 @@ def fit(mode, monkeypatch, net_name, opt_name, dtype, batch, convention="standar
     layers, cost_name, kind = NETS[net_name]
     monkeypatch.setenv(RUNNER_ENV, mode)
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    rec = Recorder()
+    rec = CostRecorder(50)
     net = make_net(layers, dtype, convention)
     cost = COSTS[cost_name]
     if batch is None:
@@ -382,7 +370,7 @@ def test_divergence_reaches_the_guard(monkeypatch):
         with pytest.raises(sn.DivergenceError) as err:
             sn.sgd(train, y, sn.quadratic_cost, 400, 9.0, guard_every=4)
         seen.append((err.value.epoch, err.value.restored_epoch))
-        rec = Recorder()
+        rec = CostRecorder(50)
         train2 = sn.training_network(article(), x)
         sn.sgd(train2, y, sn.quadratic_cost, 200, 9.0, guard=False, monitors=[rec])
         assert not np.isfinite(rec.costs[-1])
